@@ -1,0 +1,41 @@
+# ledger — an append-only log server inside PostgreSQL (PGXS build)
+
+EXTENSION = ledger
+EXTVERSION = 0.1.0
+
+MODULE_big = ledger
+OBJS = \
+	src/ledger.o \
+	src/validate.o \
+	src/spi_plan.o \
+	src/stream.o \
+	src/append.o \
+	src/read.o \
+	src/retention.o \
+	src/upcast.o \
+	src/horizon.o \
+	src/wait.o \
+	src/guard.o \
+	src/health.o
+
+DATA = $(wildcard sql/$(EXTENSION)--*.sql)
+
+PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libmongoc-1.0 sqlite3)
+SHLIB_LINK = $(shell pkg-config --libs libmongoc-1.0 sqlite3)
+
+# Every sql/*.sql except the extension scripts is a regression test.
+REGRESS = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%.sql,$(wildcard sql/*.sql))))
+# Even installcheck gets its own preloaded server (pg_cron's trick).
+REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=$(srcdir)/test/ledger.conf
+
+ISOLATION = $(sort $(patsubst test/specs/%.spec,%,$(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-instance=tmp_isolation --temp-config=$(srcdir)/test/ledger.conf
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+EXTRA_CLEAN = tmp_regress tmp_isolation output_iso
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

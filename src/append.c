@@ -1,0 +1,621 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/append.c
+ *		append() and both append_batch() forms: argument unpacking, dedup,
+ *		expected_seq, id/seq assignment and the insert itself.
+ *
+ * One append (or batch) is: validate everything; lock the stream row while
+ * reserving n seqs; look the batch's dedup keys up in one index probe; give
+ * back the seqs of duplicates; check expected_seq; take ids; insert all new
+ * rows with one statement.  Concurrent appends with the same dedup key meet
+ * on the stream row lock, so the second one finds the first one's entry
+ * instead of raising a unique violation.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ledger.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/typcache.h"
+
+PG_FUNCTION_INFO_V1(ledger_append);
+PG_FUNCTION_INFO_V1(ledger_append_batch);
+PG_FUNCTION_INFO_V1(ledger_append_batch_jsonb);
+
+static Oid
+entries_id_sequence(void)
+{
+	Oid			nsp = get_namespace_oid(LEDGER_SCHEMA, false);
+	Oid			seq = get_relname_relid("entries_id_seq", nsp);
+
+	if (!OidIsValid(seq))
+		elog(ERROR, "ledger: sequence ledger.entries_id_seq is missing");
+	return seq;
+}
+
+static text *
+empty_text(void)
+{
+	return cstring_to_text("");
+}
+
+static Jsonb *
+empty_object(void)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+}
+
+static ArrayType *
+empty_tags(void)
+{
+	return construct_empty_array(TEXTOID);
+}
+
+static bool
+same_text(text *a, text *b)
+{
+	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+}
+
+/* Fill NULL optional fields with their defaults and validate the item. */
+static void
+complete_item(LedgerAppendItem *item, int ordinal)
+{
+	ledger_check_payload(item->payload, ordinal);
+	if (item->order_key == NULL)
+		item->order_key = empty_text();
+	if (item->dedup_key == NULL)
+		item->dedup_key = empty_text();
+	if (item->metadata == NULL)
+		item->metadata = empty_object();
+	else
+		ledger_check_string_object(item->metadata, "metadata", false);
+	if (item->tags == NULL)
+		item->tags = empty_tags();
+	else
+		ledger_check_tags(item->tags, "tags");
+	item->id = 0;
+	item->seq = 0;
+	item->duplicate = false;
+}
+
+/*
+ * Mark duplicates: first against earlier items of the same batch, then
+ * against the stream's existing entries (one probe for all keys).  Returns
+ * the number of duplicates.
+ */
+static int
+resolve_duplicates(int32 stream_id, LedgerAppendItem *items, int nitems)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *keys;
+	int			nkeys = 0;
+	int			ndup = 0;
+	int			i,
+				j;
+	uint64		r;
+
+	keys = palloc(sizeof(Datum) * nitems);
+	for (i = 0; i < nitems; i++)
+	{
+		if (VARSIZE_ANY_EXHDR(items[i].dedup_key) == 0)
+			continue;
+		keys[nkeys++] = PointerGetDatum(items[i].dedup_key);
+	}
+	if (nkeys == 0)
+		return 0;
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {INT4OID, TEXTARRAYOID};
+
+		plan = ledger_prepare_plan("SELECT dedup_key, id, seq FROM ledger.entries"
+								   " WHERE stream_id OPERATOR(pg_catalog.=) $1"
+								   " AND dedup_key OPERATOR(pg_catalog.=) ANY ($2)"
+								   " AND dedup_key OPERATOR(pg_catalog.<>) ''",
+								   2, types);
+	}
+	{
+		Datum		args[2];
+		int			rc;
+
+		args[0] = Int32GetDatum(stream_id);
+		args[1] = PointerGetDatum(construct_array(keys, nkeys, TEXTOID, -1, false, TYPALIGN_INT));
+		rc = SPI_execute_plan(plan, args, NULL, false, 0);
+		ledger_spi_check(rc, SPI_OK_SELECT, "dedup probe");
+	}
+
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		text	   *key = DatumGetTextPP(SPI_getbinval(tup, desc, 1, &isnull));
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		int64		seq = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+
+		for (i = 0; i < nitems; i++)
+		{
+			if (!items[i].duplicate && same_text(items[i].dedup_key, key))
+			{
+				items[i].duplicate = true;
+				items[i].id = id;
+				items[i].seq = seq;
+				ndup++;
+			}
+		}
+	}
+
+	/* Later occurrences of a key inside the batch; ids are filled later. */
+	for (i = 1; i < nitems; i++)
+	{
+		if (items[i].duplicate || VARSIZE_ANY_EXHDR(items[i].dedup_key) == 0)
+			continue;
+		for (j = 0; j < i; j++)
+		{
+			if (same_text(items[i].dedup_key, items[j].dedup_key))
+			{
+				items[i].duplicate = true;
+				items[i].id = -(j + 1);	/* resolved after ids are assigned */
+				ndup++;
+				break;
+			}
+		}
+	}
+	return ndup;
+}
+
+static void
+insert_one(int32 stream_id, int32 version, LedgerAppendItem *item)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[9];
+	int			rc;
+
+	if (plan == NULL)
+	{
+		Oid			types[9] = {INT8OID, INT8OID, INT4OID, INT4OID, TEXTOID,
+		TEXTOID, JSONBOID, JSONBOID, TEXTARRAYOID};
+
+		plan = ledger_prepare_plan("INSERT INTO ledger.entries (id, seq, created_at, stream_id,"
+								   " schema_version, order_key, dedup_key, payload, metadata, tags,"
+								   " annotations)"
+								   " VALUES ($1, $2, pg_catalog.now(), $3, $4, $5, $6, $7, $8, $9, '{}')",
+								   9, types);
+	}
+	args[0] = Int64GetDatum(item->id);
+	args[1] = Int64GetDatum(item->seq);
+	args[2] = Int32GetDatum(stream_id);
+	args[3] = Int32GetDatum(version);
+	args[4] = PointerGetDatum(item->order_key);
+	args[5] = PointerGetDatum(item->dedup_key);
+	args[6] = PointerGetDatum(item->payload);
+	args[7] = PointerGetDatum(item->metadata);
+	args[8] = PointerGetDatum(item->tags);
+	rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	ledger_spi_check(rc, SPI_OK_INSERT, "entry insert");
+}
+
+/*
+ * Insert the new rows of a batch with a single statement over unnest().
+ * Per-row tags travel as array literals, since a text[][] must be
+ * rectangular.
+ */
+static void
+insert_many(int32 stream_id, int32 version, LedgerAppendItem *items, int nitems, int nnew)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *ids = palloc(sizeof(Datum) * nnew);
+	Datum	   *seqs = palloc(sizeof(Datum) * nnew);
+	Datum	   *okeys = palloc(sizeof(Datum) * nnew);
+	Datum	   *dkeys = palloc(sizeof(Datum) * nnew);
+	Datum	   *payloads = palloc(sizeof(Datum) * nnew);
+	Datum	   *metas = palloc(sizeof(Datum) * nnew);
+	Datum	   *tags = palloc(sizeof(Datum) * nnew);
+	Datum		args[9];
+	FmgrInfo	array_out_fn;
+	int			i,
+				k = 0,
+				rc;
+
+	fmgr_info(F_ARRAY_OUT, &array_out_fn);
+	if (plan == NULL)
+	{
+		Oid			types[9] = {INT4OID, INT4OID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID, TEXTARRAYOID};
+
+		plan = ledger_prepare_plan("INSERT INTO ledger.entries (id, seq, created_at, stream_id,"
+								   " schema_version, order_key, dedup_key, payload, metadata, tags,"
+								   " annotations)"
+								   " SELECT u.id, u.seq, pg_catalog.now(), $1, $2, u.ok, u.dk, u.p, u.m,"
+								   " u.t::pg_catalog.text[], '{}'"
+								   " FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4),"
+								   " pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7),"
+								   " pg_catalog.unnest($8), pg_catalog.unnest($9))"
+								   " AS u(id, seq, ok, dk, p, m, t)",
+								   9, types);
+	}
+
+	for (i = 0; i < nitems; i++)
+	{
+		if (items[i].duplicate)
+			continue;
+		ids[k] = Int64GetDatum(items[i].id);
+		seqs[k] = Int64GetDatum(items[i].seq);
+		okeys[k] = PointerGetDatum(items[i].order_key);
+		dkeys[k] = PointerGetDatum(items[i].dedup_key);
+		payloads[k] = PointerGetDatum(items[i].payload);
+		metas[k] = PointerGetDatum(items[i].metadata);
+		tags[k] = CStringGetTextDatum(OutputFunctionCall(&array_out_fn,
+														 PointerGetDatum(items[i].tags)));
+		k++;
+	}
+	Assert(k == nnew);
+
+	args[0] = Int32GetDatum(stream_id);
+	args[1] = Int32GetDatum(version);
+	args[2] = PointerGetDatum(construct_array(ids, nnew, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[3] = PointerGetDatum(construct_array(seqs, nnew, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[4] = PointerGetDatum(construct_array(okeys, nnew, TEXTOID, -1, false, TYPALIGN_INT));
+	args[5] = PointerGetDatum(construct_array(dkeys, nnew, TEXTOID, -1, false, TYPALIGN_INT));
+	args[6] = PointerGetDatum(construct_array(payloads, nnew, JSONBOID, -1, false, TYPALIGN_INT));
+	args[7] = PointerGetDatum(construct_array(metas, nnew, JSONBOID, -1, false, TYPALIGN_INT));
+	args[8] = PointerGetDatum(construct_array(tags, nnew, TEXTOID, -1, false, TYPALIGN_INT));
+	rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	ledger_spi_check(rc, SPI_OK_INSERT, "batch insert");
+	if (SPI_processed != (uint64) nnew)
+		elog(ERROR, "ledger: batch insert wrote " UINT64_FORMAT " rows, expected %d",
+			 SPI_processed, nnew);
+}
+
+/*
+ * Append items to a stream.  On return each item carries its id and seq,
+ * and duplicate = true when its dedup key was already taken (by an existing
+ * entry or an earlier item of the batch), with that entry's id and seq.
+ */
+void
+LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
+			 bool has_version, int32 schema_version,
+			 bool has_expected_seq, int64 expected_seq)
+{
+	LedgerStream stream;
+	int64		prev_last_seq;
+	int			ndup;
+	int			nnew;
+	int32		version;
+	Oid			seqoid;
+	int			i;
+
+	for (i = 0; i < nitems; i++)
+		complete_item(&items[i], nitems > 1 ? i + 1 : 0);
+	if (has_version && schema_version < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("schema_version must be at least 1, not %d", schema_version)));
+	if (has_expected_seq && expected_seq < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expected_seq must not be negative, not " INT64_FORMAT, expected_seq),
+				 errhint("Use 0 to require an empty stream.")));
+	if (nitems == 0)
+		return;
+
+	seqoid = entries_id_sequence();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ledger: SPI_connect failed");
+
+	ledger_stream_lock(stream_name, nitems, &stream);
+	prev_last_seq = stream.last_seq - nitems;
+
+	ndup = resolve_duplicates(stream.stream_id, items, nitems);
+	nnew = nitems - ndup;
+	if (ndup > 0)
+		ledger_stream_unbump(stream.stream_id, ndup);
+
+	if (nnew > 0 && has_expected_seq && expected_seq != prev_last_seq)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("expected seq " INT64_FORMAT " of stream \"%s\" does not match",
+						expected_seq, stream_name),
+				 errdetail("The stream's last seq is " INT64_FORMAT ".", prev_last_seq)));
+
+	if (nnew > 0)
+	{
+		int64		next_seq = prev_last_seq;
+
+		version = has_version ? schema_version : stream.schema_version;
+
+		/* The horizon must know our floor before we draw an id. */
+		ledger_horizon_before_id();
+		for (i = 0; i < nitems; i++)
+		{
+			if (items[i].duplicate)
+				continue;
+			items[i].id = nextval_internal(seqoid, false);
+			items[i].seq = ++next_seq;
+		}
+		if (nitems == 1)
+			insert_one(stream.stream_id, version, &items[0]);
+		else
+			insert_many(stream.stream_id, version, items, nitems, nnew);
+		ledger_horizon_appended(stream.stream_id);
+	}
+
+	/* In-batch duplicates point at the item that came first. */
+	for (i = 0; i < nitems; i++)
+	{
+		if (items[i].duplicate && items[i].id < 0)
+		{
+			LedgerAppendItem *first = &items[-items[i].id - 1];
+
+			items[i].id = first->id;
+			items[i].seq = first->seq;
+		}
+	}
+
+	SPI_finish();
+}
+
+Datum
+ledger_append(PG_FUNCTION_ARGS)
+{
+	char	   *stream;
+	LedgerAppendItem item;
+
+	stream = ledger_check_stream_name(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	memset(&item, 0, sizeof(item));
+	item.payload = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	item.order_key = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
+	item.dedup_key = PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3);
+	item.metadata = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	item.tags = PG_ARGISNULL(5) ? NULL : PG_GETARG_ARRAYTYPE_P(5);
+
+	LedgerAppend(stream, &item, 1,
+				 !PG_ARGISNULL(6), PG_ARGISNULL(6) ? 0 : PG_GETARG_INT32(6),
+				 !PG_ARGISNULL(7), PG_ARGISNULL(7) ? 0 : PG_GETARG_INT64(7));
+
+	PG_RETURN_INT64(item.id);
+}
+
+/* Emit (ord, id, seq, duplicate) rows for a finished batch. */
+static void
+return_batch(FunctionCallInfo fcinfo, LedgerAppendItem *items, int nitems)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (i = 0; i < nitems; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		values[0] = Int32GetDatum(i + 1);
+		values[1] = Int64GetDatum(items[i].id);
+		values[2] = Int64GetDatum(items[i].seq);
+		values[3] = BoolGetDatum(items[i].duplicate);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+}
+
+static void
+append_batch_common(FunctionCallInfo fcinfo, const char *stream,
+					LedgerAppendItem *items, int nitems)
+{
+	LedgerAppend(stream, items, nitems,
+				 !PG_ARGISNULL(2), PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2),
+				 !PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT64(3));
+	return_batch(fcinfo, items, nitems);
+}
+
+Datum
+ledger_append_batch(PG_FUNCTION_ARGS)
+{
+	char	   *stream;
+	ArrayType  *arr;
+	Oid			elemtype;
+	Datum	   *elems;
+	bool	   *elemnulls;
+	int			nitems;
+	LedgerAppendItem *items;
+	TupleDesc	desc = NULL;
+	int			i;
+
+	stream = ledger_check_stream_name(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("entries must not be null")));
+	arr = PG_GETARG_ARRAYTYPE_P(1);
+	elemtype = ARR_ELEMTYPE(arr);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("entries must be a one-dimensional array")));
+	deconstruct_array(arr, elemtype, -1, false, TYPALIGN_DOUBLE, &elems, &elemnulls, &nitems);
+
+	items = palloc0(sizeof(LedgerAppendItem) * Max(nitems, 1));
+	for (i = 0; i < nitems; i++)
+	{
+		HeapTupleHeader th;
+		HeapTupleData tuple;
+		Datum		values[5];
+		bool		nulls[5];
+
+		if (elemnulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("batch entry %d must not be null", i + 1)));
+		th = DatumGetHeapTupleHeader(elems[i]);
+		if (desc == NULL)
+		{
+			desc = lookup_rowtype_tupdesc_copy(HeapTupleHeaderGetTypeId(th),
+											   HeapTupleHeaderGetTypMod(th));
+			if (desc->natts != 5)
+				elog(ERROR, "ledger: unexpected ledger.append_input layout");
+		}
+		tuple.t_len = HeapTupleHeaderGetDatumLength(th);
+		ItemPointerSetInvalid(&tuple.t_self);
+		tuple.t_tableOid = InvalidOid;
+		tuple.t_data = th;
+		heap_deform_tuple(&tuple, desc, values, nulls);
+
+		items[i].payload = nulls[0] ? NULL : DatumGetJsonbP(values[0]);
+		items[i].order_key = nulls[1] ? NULL : DatumGetTextPP(values[1]);
+		items[i].dedup_key = nulls[2] ? NULL : DatumGetTextPP(values[2]);
+		items[i].metadata = nulls[3] ? NULL : DatumGetJsonbP(values[3]);
+		items[i].tags = nulls[4] ? NULL : DatumGetArrayTypeP(values[4]);
+	}
+
+	append_batch_common(fcinfo, stream, items, nitems);
+	return (Datum) 0;
+}
+
+/* A JSON string or null field of a batch entry, as text (NULL for null). */
+static text *
+json_string_field(JsonbValue *v, const char *field, int ordinal)
+{
+	if (v->type == jbvNull)
+		return NULL;
+	if (v->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" of batch entry %d must be a string", field, ordinal)));
+	return cstring_to_text_with_len(v->val.string.val, v->val.string.len);
+}
+
+/* The "tags" field of a batch entry: a JSON array of strings, or null. */
+static ArrayType *
+json_tags_field(JsonbValue *v, int ordinal)
+{
+	JsonbIterator *it;
+	JsonbValue	elem;
+	JsonbIteratorToken tok;
+	ArrayBuildState *abs;
+
+	if (v->type == jbvNull)
+		return NULL;
+	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"tags\" of batch entry %d must be an array of strings", ordinal)));
+
+	abs = initArrayResult(TEXTOID, CurrentMemoryContext, false);
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		if (elem.type != jbvString)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("\"tags\" of batch entry %d must be an array of strings", ordinal)));
+		accumArrayResult(abs,
+						 PointerGetDatum(cstring_to_text_with_len(elem.val.string.val,
+																  elem.val.string.len)),
+						 false, TEXTOID, CurrentMemoryContext);
+	}
+	return DatumGetArrayTypeP(makeArrayResult(abs, CurrentMemoryContext));
+}
+
+/* Unpack one {"payload":…, "order_key":…, …} object of the jsonb batch form. */
+static void
+item_from_json(JsonbValue *obj, LedgerAppendItem *item, int ordinal)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *key = NULL;
+	bool		has_payload = false;
+
+	if (obj->type != jbvBinary || !JsonContainerIsObject(obj->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch entry %d must be a JSON object", ordinal),
+				 errdetail("Each entry looks like {\"payload\": …, \"order_key\": …, \"dedup_key\": …, \"metadata\": {…}, \"tags\": […]}.")));
+
+	it = JsonbIteratorInit(obj->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+			continue;
+		}
+		if (tok != WJB_VALUE)
+			continue;
+
+		if (strcmp(key, "payload") == 0)
+		{
+			item->payload = JsonbValueToJsonb(&v);
+			has_payload = true;
+		}
+		else if (strcmp(key, "order_key") == 0)
+			item->order_key = json_string_field(&v, key, ordinal);
+		else if (strcmp(key, "dedup_key") == 0)
+			item->dedup_key = json_string_field(&v, key, ordinal);
+		else if (strcmp(key, "metadata") == 0)
+			item->metadata = v.type == jbvNull ? NULL : JsonbValueToJsonb(&v);
+		else if (strcmp(key, "tags") == 0)
+			item->tags = json_tags_field(&v, ordinal);
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("batch entry %d has unknown key \"%s\"", ordinal, key),
+					 errhint("Known keys are payload, order_key, dedup_key, metadata and tags.")));
+	}
+	if (!has_payload)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch entry %d has no \"payload\"", ordinal)));
+}
+
+Datum
+ledger_append_batch_jsonb(PG_FUNCTION_ARGS)
+{
+	char	   *stream;
+	Jsonb	   *entries;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	LedgerAppendItem *items;
+	int			nitems;
+	int			i = 0;
+
+	stream = ledger_check_stream_name(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("entries must not be null")));
+	entries = PG_GETARG_JSONB_P(1);
+	if (!JB_ROOT_IS_ARRAY(entries) || JB_ROOT_IS_SCALAR(entries))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("entries must be a JSON array, not %s",
+						JsonbToCString(NULL, &entries->root, VARSIZE(entries)))));
+
+	nitems = JB_ROOT_COUNT(entries);
+	items = palloc0(sizeof(LedgerAppendItem) * Max(nitems, 1));
+	it = JsonbIteratorInit(&entries->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		item_from_json(&v, &items[i], i + 1);
+		i++;
+	}
+	Assert(i == nitems);
+
+	append_batch_common(fcinfo, stream, items, nitems);
+	return (Datum) 0;
+}

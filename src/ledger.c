@@ -1,0 +1,97 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/ledger.c
+ *		Module entry point: GUCs, shared-memory hooks and the preload check.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ledger.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+int			ledger_max_payload_bytes = 1024 * 1024;
+int			ledger_worker_naptime_ms = 1000;
+int			ledger_retention_batch = 1000;
+bool		ledger_loaded_via_preload = false;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+void		_PG_init(void);
+
+static void
+ledger_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	ledger_horizon_shmem_request();
+}
+
+static void
+ledger_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	ledger_horizon_shmem_startup();
+}
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("ledger.max_payload_bytes",
+							"Largest payload (jsonb size in bytes) that append accepts.",
+							NULL,
+							&ledger_max_payload_bytes,
+							1024 * 1024, 1, 512 * 1024 * 1024,
+							PGC_USERSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ledger.worker_naptime",
+							"Longest sleep of the background worker between passes.",
+							"The worker is also woken at once by commits of appends.",
+							&ledger_worker_naptime_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ledger.retention_batch",
+							"Entries deleted per transaction when enforcing retention.",
+							NULL,
+							&ledger_retention_batch,
+							1000, 1, 1000000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("ledger");
+
+	ledger_horizon_init();
+
+	/* Everything below needs to run in the postmaster. */
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	ledger_loaded_via_preload = true;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = ledger_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = ledger_shmem_startup;
+}
+
+/*
+ * Raise 55000 for features that live in shared memory when the library was
+ * loaded on demand (CREATE EXTENSION, first call) rather than at startup.
+ */
+void
+ledger_require_preload(const char *what)
+{
+	if (!ledger_loaded_via_preload)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s requires ledger to be loaded via shared_preload_libraries", what),
+				 errhint("Add 'ledger' to shared_preload_libraries in postgresql.conf and restart the server.")));
+}

@@ -1,0 +1,34 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/spi_plan.c
+ *		Plans prepared once per backend and kept for its lifetime.
+ *
+ * Every statement ledger runs is schema-qualified and parameterised, so a
+ * kept plan stays valid across DROP/CREATE EXTENSION: the plan cache
+ * re-analyses it against the new tables when they change.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ledger.h"
+
+SPIPlanPtr
+ledger_prepare_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+
+	plan = SPI_prepare(sql, nargs, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "ledger: SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "ledger: SPI_keepplan failed");
+	return plan;
+}
+
+/* Can't-happen SPI failures: the statements are ours and fixed. */
+void
+ledger_spi_check(int rc, int expected, const char *what)
+{
+	if (rc != expected)
+		elog(ERROR, "ledger: %s failed: %s", what, SPI_result_code_string(rc));
+}

@@ -1,0 +1,657 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/upcast.c
+ *		Schema versions and upcasters: set_schema_version(),
+ *		register_upcaster() (declarative and function forms),
+ *		drop_upcaster(), and the read-time chain that turns a stored payload
+ *		of one version into another.  Stored payloads are never rewritten.
+ *
+ * A read resolves the chain once (ledger_upcast_plan: one query over
+ * ledger.upcasters, keeping per from_version the step of the longest
+ * matching pattern) and then upcasts entry after entry in C without
+ * touching a table.  A declarative step applies rename, then defaults, then
+ * remove.  A function step runs with the privileges of the reading user,
+ * never of the extension owner that read() runs as.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ledger.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
+
+PG_FUNCTION_INFO_V1(ledger_set_schema_version);
+PG_FUNCTION_INFO_V1(ledger_register_upcaster);
+PG_FUNCTION_INFO_V1(ledger_register_upcaster_fn);
+PG_FUNCTION_INFO_V1(ledger_drop_upcaster);
+
+typedef struct UpcastStep
+{
+	int32		from_version;
+	int32		to_version;
+	/* declarative form */
+	int			nrename;
+	char	  **rename_from;
+	char	  **rename_to;
+	Jsonb	   *defaults;
+	int			nremove;
+	char	  **remove;
+	/* function form */
+	Oid			fn;
+	FmgrInfo	flinfo;
+	bool		flinfo_ready;
+} UpcastStep;
+
+struct LedgerUpcastPlan
+{
+	MemoryContext cxt;			/* where the plan and its FmgrInfos live */
+	char	   *stream;
+	int32		target;
+	bool		explicit_target;
+	int			nsteps;
+	UpcastStep *steps;			/* sorted by from_version */
+};
+
+static char **
+string_array(ArrayType *arr, int *n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	char	  **out;
+	int			i;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, n);
+	out = palloc(sizeof(char *) * Max(*n, 1));
+	for (i = 0; i < *n; i++)
+		out[i] = TextDatumGetCString(elems[i]);
+	return out;
+}
+
+static void
+load_rename(Jsonb *rename, UpcastStep *step)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			n = JB_ROOT_COUNT(rename);
+	char	   *key = NULL;
+
+	step->rename_from = palloc(sizeof(char *) * Max(n, 1));
+	step->rename_to = palloc(sizeof(char *) * Max(n, 1));
+	step->nrename = 0;
+	it = JsonbIteratorInit(&rename->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (tok == WJB_VALUE && v.type == jbvString)
+		{
+			step->rename_from[step->nrename] = key;
+			step->rename_to[step->nrename] = pnstrdup(v.val.string.val, v.val.string.len);
+			step->nrename++;
+		}
+	}
+}
+
+/*
+ * Resolve the upcasters that apply to a stream.  Caller is connected to
+ * SPI; the plan lives in the caller's memory context.
+ */
+LedgerUpcastPlan *
+ledger_upcast_plan(const char *stream, int32 target_version, bool explicit_target)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext callercxt = CurrentMemoryContext;
+	LedgerUpcastPlan *up;
+	Datum		args[1];
+	uint64		r;
+	int			rc;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan = ledger_prepare_plan("SELECT DISTINCT ON (u.from_version) u.from_version, u.to_version,"
+								   " u.rename, u.defaults, u.remove, u.fn::pg_catalog.oid"
+								   " FROM ledger.upcasters u"
+								   " WHERE u.streams OPERATOR(pg_catalog.=) $1"
+								   " OR (pg_catalog.right(u.streams, 1) OPERATOR(pg_catalog.=) '*'"
+								   " AND pg_catalog.starts_with($1, pg_catalog.left(u.streams, -1)))"
+								   " ORDER BY u.from_version, (u.streams OPERATOR(pg_catalog.=) $1) DESC,"
+								   " pg_catalog.length(u.streams) DESC",
+								   1, types);
+	}
+	args[0] = CStringGetTextDatum(stream);
+	rc = SPI_execute_plan(plan, args, NULL, true, 0);
+	ledger_spi_check(rc, SPI_OK_SELECT, "upcaster lookup");
+
+	up = MemoryContextAllocZero(callercxt, sizeof(LedgerUpcastPlan));
+	up->cxt = callercxt;
+	up->stream = MemoryContextStrdup(callercxt, stream);
+	up->target = target_version;
+	up->explicit_target = explicit_target;
+	up->nsteps = (int) SPI_processed;
+	up->steps = MemoryContextAllocZero(callercxt, sizeof(UpcastStep) * Max(up->nsteps, 1));
+
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		UpcastStep *step = &up->steps[r];
+		MemoryContext old;
+		bool		isnull;
+		Datum		d;
+
+		old = MemoryContextSwitchTo(callercxt);
+		step->from_version = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		step->to_version = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		step->fn = isnull ? InvalidOid : DatumGetObjectId(d);
+		if (!OidIsValid(step->fn))
+		{
+			load_rename(DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull)), step);
+			step->defaults = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
+			step->remove = string_array(DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 5, &isnull)),
+										&step->nremove);
+		}
+		MemoryContextSwitchTo(old);
+	}
+	return up;
+}
+
+static UpcastStep *
+find_step(LedgerUpcastPlan *up, int32 from_version)
+{
+	int			i;
+
+	for (i = 0; i < up->nsteps; i++)
+		if (up->steps[i].from_version == from_version)
+			return &up->steps[i];
+	return NULL;
+}
+
+static bool
+in_list(char **list, int n, const char *key, int keylen)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if ((int) strlen(list[i]) == keylen && memcmp(list[i], key, keylen) == 0)
+			return true;
+	return false;
+}
+
+static bool
+object_has_key(Jsonb *obj, const char *key, int keylen)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = keylen;
+	return findJsonbValueFromContainer(&obj->root, JB_FOBJECT, &k) != NULL;
+}
+
+static void
+push_pair(JsonbParseState **state, const char *key, int keylen, JsonbValue *value)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = keylen;
+	pushJsonbValue(state, WJB_KEY, &k);
+	pushJsonbValue(state, WJB_VALUE, value);
+}
+
+/* rename, then defaults, then remove */
+static Jsonb *
+apply_declarative(LedgerUpcastPlan *up, UpcastStep *step, Jsonb *payload, int64 entry_id)
+{
+	JsonbParseState *state = NULL;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	JsonbValue *result;
+	int			i;
+
+	if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot upcast entry " INT64_FORMAT " of stream \"%s\" from version %d to %d: its payload is not a JSON object",
+						entry_id, up->stream, step->from_version, step->to_version),
+				 errdetail("Declarative upcasters (rename, defaults, remove) apply to object payloads only.")));
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	it = JsonbIteratorInit(&payload->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		JsonbValue	key;
+		const char *name;
+		int			namelen;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = v;
+		tok = JsonbIteratorNext(&it, &v, true);
+		Assert(tok == WJB_VALUE);
+
+		name = key.val.string.val;
+		namelen = key.val.string.len;
+		for (i = 0; i < step->nrename; i++)
+		{
+			if ((int) strlen(step->rename_from[i]) == namelen &&
+				memcmp(step->rename_from[i], name, namelen) == 0)
+			{
+				/* An existing key of the new name wins; the old key goes. */
+				if (object_has_key(payload, step->rename_to[i], strlen(step->rename_to[i])))
+					name = NULL;
+				else
+				{
+					name = step->rename_to[i];
+					namelen = strlen(name);
+				}
+				break;
+			}
+		}
+		if (name == NULL || in_list(step->remove, step->nremove, name, namelen))
+			continue;
+		push_pair(&state, name, namelen, &v);
+	}
+
+	/* Defaults for keys still missing after the renames. */
+	it = JsonbIteratorInit(&step->defaults->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		JsonbValue	key;
+		bool		present = false;
+		char	   *name;
+		int			namelen;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = v;
+		tok = JsonbIteratorNext(&it, &v, true);
+		name = key.val.string.val;
+		namelen = key.val.string.len;
+
+		if (in_list(step->remove, step->nremove, name, namelen))
+			continue;
+		if (object_has_key(payload, name, namelen))
+		{
+			/* present unless it is renamed away */
+			present = true;
+			for (i = 0; i < step->nrename; i++)
+				if ((int) strlen(step->rename_from[i]) == namelen &&
+					memcmp(step->rename_from[i], name, namelen) == 0)
+					present = false;
+		}
+		for (i = 0; i < step->nrename && !present; i++)
+			if ((int) strlen(step->rename_to[i]) == namelen &&
+				memcmp(step->rename_to[i], name, namelen) == 0 &&
+				object_has_key(payload, step->rename_from[i], strlen(step->rename_from[i])))
+				present = true;
+		if (!present)
+			push_pair(&state, name, namelen, &v);
+	}
+	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(result);
+}
+
+typedef struct UpcastErrorContext
+{
+	LedgerUpcastPlan *up;
+	UpcastStep *step;
+	int64		entry_id;
+} UpcastErrorContext;
+
+static void
+upcast_error_callback(void *arg)
+{
+	UpcastErrorContext *ctx = (UpcastErrorContext *) arg;
+
+	errcontext("upcasting entry " INT64_FORMAT " of stream \"%s\" from version %d to %d with %s",
+			   ctx->entry_id, ctx->up->stream, ctx->step->from_version, ctx->step->to_version,
+			   format_procedure(ctx->step->fn));
+}
+
+static Jsonb *
+apply_function(LedgerUpcastPlan *up, UpcastStep *step, Jsonb *payload, int64 entry_id)
+{
+	Oid			reader = GetOuterUserId();
+	Oid			save_userid;
+	int			save_sec_context;
+	ErrorContextCallback errcb;
+	UpcastErrorContext ctx;
+	LOCAL_FCINFO(fcinfo, 1);
+	volatile Datum result = (Datum) 0;
+
+	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(step->fn)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("upcaster function of stream \"%s\" from version %d no longer exists",
+						up->stream, step->from_version)));
+	if (pg_proc_aclcheck(step->fn, reader, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for upcaster function %s", format_procedure(step->fn)),
+				 errdetail("Reading entry " INT64_FORMAT " of stream \"%s\" needs it to upcast from version %d to %d.",
+						   entry_id, up->stream, step->from_version, step->to_version),
+				 errhint("Upcaster functions run with the privileges of the reading user.")));
+	if (!step->flinfo_ready)
+	{
+		fmgr_info_cxt(step->fn, &step->flinfo, up->cxt);
+		step->flinfo_ready = true;
+	}
+
+	ctx.up = up;
+	ctx.step = step;
+	ctx.entry_id = entry_id;
+	errcb.callback = upcast_error_callback;
+	errcb.arg = &ctx;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(reader, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		InitFunctionCallInfoData(*fcinfo, &step->flinfo, 1, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = PointerGetDatum(payload);
+		fcinfo->args[0].isnull = false;
+		result = FunctionCallInvoke(fcinfo);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+	error_context_stack = errcb.previous;
+
+	if (fcinfo->isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("upcaster function %s returned NULL for entry " INT64_FORMAT " of stream \"%s\"",
+						format_procedure(step->fn), entry_id, up->stream),
+				 errdetail("Upcasting from version %d to %d must return a JSON object.",
+						   step->from_version, step->to_version)));
+	{
+		Jsonb	   *out = DatumGetJsonbP(result);
+
+		if (!JB_ROOT_IS_OBJECT(out) || JB_ROOT_IS_SCALAR(out))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("upcaster function %s returned a non-object for entry " INT64_FORMAT " of stream \"%s\"",
+							format_procedure(step->fn), entry_id, up->stream),
+					 errdetail("Upcasting from version %d to %d must return a JSON object, not %s.",
+							   step->from_version, step->to_version,
+							   JsonbToCString(NULL, &out->root, VARSIZE(out)))));
+		return out;
+	}
+}
+
+/*
+ * Walk the chain from an entry's version to the plan's target.
+ */
+Jsonb *
+ledger_upcast(LedgerUpcastPlan *up, Jsonb *payload, int32 from_version, int64 entry_id)
+{
+	int32		version = from_version;
+	int			hops = 0;
+
+	while (version != up->target)
+	{
+		UpcastStep *step = find_step(up, version);
+		bool		upward = version < up->target;
+
+		if (step == NULL ||
+			(upward && (step->to_version < version || step->to_version > up->target)) ||
+			(!upward && (step->to_version > version || step->to_version < up->target)))
+		{
+			if (!upward)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("cannot read entry " INT64_FORMAT " of stream \"%s\" as version %d",
+								entry_id, up->stream, up->target),
+						 errdetail("The entry has version %d and no upcaster from version %d leads down to %d.",
+								   from_version, version, up->target)));
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("missing upcaster for stream \"%s\": entry " INT64_FORMAT " needs a step from version %d towards %d",
+							up->stream, entry_id, version, up->target),
+					 errdetail("The entry was written with version %d.", from_version),
+					 errhint("Register one with ledger.register_upcaster('%s', %d, %d, …).",
+							 up->stream, version, version + 1)));
+		}
+		if (++hops > up->nsteps)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("upcasters of stream \"%s\" form a cycle at version %d", up->stream, version)));
+
+		if (OidIsValid(step->fn))
+			payload = apply_function(up, step, payload, entry_id);
+		else
+			payload = apply_declarative(up, step, payload, entry_id);
+		version = step->to_version;
+		CHECK_FOR_INTERRUPTS();
+	}
+	return payload;
+}
+
+static void
+check_versions(int32 from_version, int32 to_version)
+{
+	if (from_version < 1 || to_version < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("schema versions must be at least 1, not %d → %d", from_version, to_version)));
+	if (from_version == to_version)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an upcaster must change the version, not map %d to itself", from_version)));
+}
+
+static void
+store_upcaster(const char *pattern, int32 from_version, int32 to_version,
+			   Datum rename, Datum defaults, Datum remove, bool has_fn, Oid fn)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ledger: SPI_connect failed");
+	if (plan == NULL)
+	{
+		Oid			types[7] = {TEXTOID, INT4OID, INT4OID, JSONBOID, JSONBOID, TEXTARRAYOID, OIDOID};
+
+		plan = ledger_prepare_plan("INSERT INTO ledger.upcasters AS u (streams, from_version, to_version,"
+								   " rename, defaults, remove, fn)"
+								   " VALUES ($1, $2, $3, $4, $5, $6, $7::pg_catalog.regprocedure)"
+								   " ON CONFLICT (streams, from_version) DO UPDATE SET"
+								   " to_version = EXCLUDED.to_version, rename = EXCLUDED.rename,"
+								   " defaults = EXCLUDED.defaults, remove = EXCLUDED.remove,"
+								   " fn = EXCLUDED.fn, created_at = pg_catalog.now()",
+								   7, types);
+	}
+	args[0] = CStringGetTextDatum(pattern);
+	args[1] = Int32GetDatum(from_version);
+	args[2] = Int32GetDatum(to_version);
+	args[3] = rename;
+	args[4] = defaults;
+	args[5] = remove;
+	args[6] = ObjectIdGetDatum(fn);
+	if (!has_fn)
+		nulls[6] = 'n';
+	rc = SPI_execute_plan(plan, args, nulls, false, 0);
+	ledger_spi_check(rc, SPI_OK_INSERT, "register_upcaster");
+	SPI_finish();
+}
+
+Datum
+ledger_register_upcaster(PG_FUNCTION_ARGS)
+{
+	char	   *pattern;
+	bool		is_prefix;
+	Jsonb	   *rename;
+	Jsonb	   *defaults;
+	ArrayType  *remove;
+
+	pattern = ledger_check_pattern(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), &is_prefix);
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("from_version and to_version must not be null")));
+	check_versions(PG_GETARG_INT32(1), PG_GETARG_INT32(2));
+
+	rename = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+	defaults = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	remove = PG_ARGISNULL(5) ? construct_empty_array(TEXTOID) : PG_GETARG_ARRAYTYPE_P(5);
+	if (rename == NULL)
+		rename = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	if (defaults == NULL)
+		defaults = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	ledger_check_string_object(rename, "rename", false);
+	if (!JB_ROOT_IS_OBJECT(defaults) || JB_ROOT_IS_SCALAR(defaults))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("defaults must be a JSON object, not %s",
+						JsonbToCString(NULL, &defaults->root, VARSIZE(defaults)))));
+	ledger_check_tags(remove, "remove");
+
+	store_upcaster(pattern, PG_GETARG_INT32(1), PG_GETARG_INT32(2),
+				   PointerGetDatum(rename), PointerGetDatum(defaults), PointerGetDatum(remove),
+				   false, InvalidOid);
+	PG_RETURN_VOID();
+}
+
+Datum
+ledger_register_upcaster_fn(PG_FUNCTION_ARGS)
+{
+	char	   *pattern;
+	bool		is_prefix;
+	Oid			fn;
+	HeapTuple	proctup;
+	Form_pg_proc proc;
+	bool		ok;
+
+	pattern = ledger_check_pattern(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), &is_prefix);
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("from_version and to_version must not be null")));
+	check_versions(PG_GETARG_INT32(1), PG_GETARG_INT32(2));
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("fn must not be null")));
+	fn = PG_GETARG_OID(3);
+
+	proctup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (!HeapTupleIsValid(proctup))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("upcaster function with OID %u does not exist", fn)));
+	proc = (Form_pg_proc) GETSTRUCT(proctup);
+	ok = proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID &&
+		proc->prorettype == JSONBOID && !proc->proretset && proc->prokind == PROKIND_FUNCTION;
+	ReleaseSysCache(proctup);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("upcaster function %s must take one jsonb argument and return jsonb",
+						format_procedure(fn))));
+
+	store_upcaster(pattern, PG_GETARG_INT32(1), PG_GETARG_INT32(2),
+				   DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")),
+				   DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")),
+				   PointerGetDatum(construct_empty_array(TEXTOID)),
+				   true, fn);
+	PG_RETURN_VOID();
+}
+
+Datum
+ledger_drop_upcaster(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	char	   *pattern;
+	bool		is_prefix;
+	Datum		args[2];
+	int			rc;
+
+	pattern = ledger_check_pattern(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), &is_prefix);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("from_version must not be null")));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ledger: SPI_connect failed");
+	if (plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, INT4OID};
+
+		plan = ledger_prepare_plan("DELETE FROM ledger.upcasters"
+								   " WHERE streams OPERATOR(pg_catalog.=) $1"
+								   " AND from_version OPERATOR(pg_catalog.=) $2",
+								   2, types);
+	}
+	args[0] = CStringGetTextDatum(pattern);
+	args[1] = PG_GETARG_DATUM(1);
+	rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	ledger_spi_check(rc, SPI_OK_DELETE, "drop_upcaster");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("no upcaster from version %d is registered for \"%s\"",
+						PG_GETARG_INT32(1), pattern)));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+Datum
+ledger_set_schema_version(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	char	   *pattern;
+	bool		is_prefix;
+	Datum		args[2];
+	char		nulls[2] = {' ', ' '};
+	int			rc;
+
+	pattern = ledger_check_pattern(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), &is_prefix);
+	if (!PG_ARGISNULL(1) && PG_GETARG_INT32(1) < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("schema version must be at least 1, not %d", PG_GETARG_INT32(1))));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ledger: SPI_connect failed");
+	if (plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, INT4OID};
+
+		plan = ledger_prepare_plan("INSERT INTO ledger.stream_settings AS s (pattern, schema_version)"
+								   " VALUES ($1, $2) ON CONFLICT (pattern) DO UPDATE"
+								   " SET schema_version = EXCLUDED.schema_version, updated_at = pg_catalog.now()",
+								   2, types);
+	}
+	args[0] = CStringGetTextDatum(pattern);
+	args[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	if (PG_ARGISNULL(1))
+		nulls[1] = 'n';
+	rc = SPI_execute_plan(plan, args, nulls, false, 0);
+	ledger_spi_check(rc, SPI_OK_INSERT, "set_schema_version");
+	ledger_refresh_stream_versions(pattern);
+	SPI_finish();
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,248 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/validate.c
+ *		Argument checks: stream names, patterns, flat string objects,
+ *		payload size, tags and limits.  Each raises 22023 (or 54000 for an
+ *		oversized payload) naming the offending value before anything is
+ *		written.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ledger.h"
+
+#include "catalog/pg_type.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+/*
+ * Return a printable, length-limited rendering of a user-supplied name for
+ * error messages, so that a 10 kB garbage name does not flood the log.
+ */
+static char *
+quote_for_message(const char *s, int len)
+{
+	StringInfoData buf;
+	int			shown = Min(len, 64);
+	int			i;
+
+	initStringInfo(&buf);
+	for (i = 0; i < shown; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c < 0x20 || c == 0x7f)
+			appendStringInfo(&buf, "\\x%02x", c);
+		else
+			appendStringInfoChar(&buf, (char) c);
+	}
+	if (len > shown)
+		appendStringInfoString(&buf, "...");
+	return buf.data;
+}
+
+/*
+ * Check the bytes of a stream name (or of a pattern's prefix): valid UTF-8,
+ * no C0/C1 control characters.  "what" names the argument in messages.
+ */
+static void
+check_name_bytes(const char *s, int len, const char *what)
+{
+	const unsigned char *p = (const unsigned char *) s;
+	const unsigned char *end = p + len;
+
+	while (p < end)
+	{
+		int			l;
+
+		if (*p == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s \"%s\" contains a control character", what,
+							quote_for_message(s, len))));
+		l = pg_utf_mblen(p);
+		if (p + l > end || !pg_utf8_islegal(p, l))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s \"%s\" is not valid UTF-8", what,
+							quote_for_message(s, len))));
+		if ((l == 1 && (*p < 0x20 || *p == 0x7f)) ||
+			(l == 2 && p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s \"%s\" contains a control character", what,
+							quote_for_message(s, len)),
+					 errdetail("Stream names may not contain control characters.")));
+		p += l;
+	}
+}
+
+/*
+ * Validate a stream name and return it as a C string.  A NULL name is the
+ * caller's business (the functions are not STRICT so that NULL defaults of
+ * other arguments work), so it is rejected here too.
+ */
+char *
+ledger_check_stream_name(text *name)
+{
+	int			len;
+
+	if (name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream name must not be null")));
+	len = VARSIZE_ANY_EXHDR(name);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream name must not be empty")));
+	if (len > LEDGER_MAX_STREAM_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream name \"%s\" is too long", quote_for_message(VARDATA_ANY(name), len)),
+				 errdetail("Stream names are at most %d bytes; this one has %d.",
+						   LEDGER_MAX_STREAM_BYTES, len)));
+	check_name_bytes(VARDATA_ANY(name), len, "stream name");
+	return text_to_cstring(name);
+}
+
+/*
+ * Validate a streams pattern: an exact stream name, or a prefix followed by
+ * a single trailing '*' ('*' alone matches every stream).
+ */
+char *
+ledger_check_pattern(text *pattern, bool *is_prefix)
+{
+	const char *s;
+	int			len;
+
+	if (pattern == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("streams pattern must not be null")));
+	s = VARDATA_ANY(pattern);
+	len = VARSIZE_ANY_EXHDR(pattern);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("streams pattern must not be empty"),
+				 errhint("Use '*' to match every stream.")));
+	if (len > LEDGER_MAX_STREAM_BYTES + 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("streams pattern \"%s\" is too long", quote_for_message(s, len))));
+	*is_prefix = (s[len - 1] == '*');
+	if (memchr(s, '*', len - (*is_prefix ? 1 : 0)) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("streams pattern \"%s\" is invalid", quote_for_message(s, len)),
+				 errdetail("A pattern is a stream name, or a prefix followed by a single trailing '*'.")));
+	check_name_bytes(s, len, "streams pattern");
+	return text_to_cstring(pattern);
+}
+
+/* Does a (validated) pattern match a stream name? */
+bool
+ledger_pattern_matches(const char *pattern, const char *stream)
+{
+	size_t		plen = strlen(pattern);
+
+	if (plen > 0 && pattern[plen - 1] == '*')
+		return strncmp(pattern, stream, plen - 1) == 0;
+	return strcmp(pattern, stream) == 0;
+}
+
+/*
+ * metadata and annotations are flat JSON objects whose values are strings
+ * (annotations may also carry JSON null, meaning "delete this key").
+ */
+void
+ledger_check_string_object(Jsonb *value, const char *argname, bool allow_null_values)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *key = NULL;
+
+	if (!JB_ROOT_IS_OBJECT(value) || JB_ROOT_IS_SCALAR(value))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object of strings, not %s", argname,
+						JsonbToCString(NULL, &value->root, VARSIZE(value))),
+				 errdetail("Example: '{\"source\": \"api\"}'.")));
+
+	it = JsonbIteratorInit(&value->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (tok == WJB_VALUE)
+		{
+			if (v.type == jbvString)
+				continue;
+			if (v.type == jbvNull && allow_null_values)
+				continue;
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s key \"%s\" must have a string value", argname, key),
+					 errdetail("%s must be a flat JSON object whose values are strings%s.",
+							   argname, allow_null_values ? " (or null, to delete a key)" : "")));
+		}
+	}
+}
+
+/* Payloads are any JSON value, up to ledger.max_payload_bytes. */
+void
+ledger_check_payload(Jsonb *payload, int ordinal)
+{
+	Size		size;
+
+	if (payload == NULL)
+	{
+		if (ordinal > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("payload of batch entry %d must not be null", ordinal)));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payload must not be null"),
+				 errhint("Use the JSON value 'null'::jsonb for an empty payload.")));
+	}
+	size = VARSIZE_ANY_EXHDR(payload);
+	if (size > (Size) ledger_max_payload_bytes)
+	{
+		if (ordinal > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("payload of batch entry %d is %zu bytes, over ledger.max_payload_bytes (%d)",
+							ordinal, size, ledger_max_payload_bytes)));
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("payload is %zu bytes, over ledger.max_payload_bytes (%d)",
+						size, ledger_max_payload_bytes)));
+	}
+}
+
+/* Tags: a one-dimensional text array without NULL elements. */
+void
+ledger_check_tags(ArrayType *tags, const char *argname)
+{
+	if (ARR_NDIM(tags) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a one-dimensional array", argname)));
+	if (array_contains_nulls(tags))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not contain null elements", argname)));
+}
+
+int32
+ledger_check_limit(int32 limit)
+{
+	if (limit <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("limit must be greater than zero, not %d", limit)));
+	return limit;
+}
