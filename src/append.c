@@ -325,8 +325,8 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 	if (nnew > 0 && has_expected_seq && expected_seq != prev_last_seq)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("expected seq " INT64_FORMAT " of stream \"%s\" does not match",
-						expected_seq, stream_name),
+				 errmsg("stream \"%s\" is at seq " INT64_FORMAT ", not at the expected seq " INT64_FORMAT,
+						stream_name, prev_last_seq, expected_seq),
 				 errdetail("The stream's last seq is " INT64_FORMAT ".", prev_last_seq)));
 
 	if (nnew > 0)

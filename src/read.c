@@ -255,6 +255,8 @@ ledger_read(PG_FUNCTION_ARGS)
 
 		if (found)
 		{
+			SPITupleTable *tuptable;
+			uint64		nrows;
 			int			rc;
 			uint64		r;
 
@@ -262,9 +264,12 @@ ledger_read(PG_FUNCTION_ARGS)
 			args[1] = Int32GetDatum(stream.stream_id);
 			rc = SPI_execute_plan(read_plan(variant), args, argnulls, false, limit);
 			ledger_spi_check(rc, SPI_OK_SELECT, "read");
-			for (r = 0; r < SPI_processed; r++)
-				emit_entry(&sink, SPI_tuptable->vals[r], SPI_tuptable->tupdesc, sink.target);
-			if (SPI_processed > 0)
+			/* emit_entry may run queries of its own: keep our result */
+			tuptable = SPI_tuptable;
+			nrows = SPI_processed;
+			for (r = 0; r < nrows; r++)
+				emit_entry(&sink, tuptable->vals[r], tuptable->tupdesc, sink.target);
+			if (nrows > 0)
 				break;
 		}
 		if (!waiting || !ledger_wait_sleep(deadline))
@@ -350,6 +355,8 @@ ledger_read_all(PG_FUNCTION_ARGS)
 	for (;;)
 	{
 		int64		horizon;
+		SPITupleTable *tuptable;
+		uint64		nrows;
 		int			rc;
 		uint64		r;
 
@@ -362,16 +369,18 @@ ledger_read_all(PG_FUNCTION_ARGS)
 			args[1] = Int64GetDatum(horizon);
 			rc = SPI_execute_plan(plans[variant], args, NULL, false, limit);
 			ledger_spi_check(rc, SPI_OK_SELECT, "read_all");
-			for (r = 0; r < SPI_processed; r++)
+			tuptable = SPI_tuptable;
+			nrows = SPI_processed;
+			for (r = 0; r < nrows; r++)
 			{
-				HeapTuple	tup = SPI_tuptable->vals[r];
+				HeapTuple	tup = tuptable->vals[r];
 				bool		isnull;
-				int32		target = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+				int32		target = DatumGetInt32(SPI_getbinval(tup, tuptable->tupdesc,
 																 ENTRY_NATTS + 1, &isnull));
 
-				emit_entry(&sink, tup, SPI_tuptable->tupdesc, target);
+				emit_entry(&sink, tup, tuptable->tupdesc, target);
 			}
-			if (SPI_processed > 0)
+			if (nrows > 0)
 				break;
 		}
 		if (!waiting || !ledger_wait_sleep(deadline))
@@ -626,7 +635,7 @@ ledger_streams(PG_FUNCTION_ARGS)
 		}
 	}
 
-	InitMaterializedSRF(fcinfo, 0);
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ledger: SPI_connect failed");
 	if (plan == NULL)

@@ -932,7 +932,12 @@ mongo_sink_write(void *state, const LedgerExportRow *rows, int n, char *err, siz
 		ptrs[i] = &docs[i];
 	}
 
-	opts = BCON_NEW("ordered", BCON_BOOL(false));
+	/*
+	 * Unordered; no client-side key validation: payload keys with dots, a
+	 * leading '$' or an empty name are legal JSON and MongoDB 5.0+ stores
+	 * them (an older server refuses them, and says so).
+	 */
+	opts = BCON_NEW("ordered", BCON_BOOL(false), "validate", BCON_BOOL(false));
 	ok = mongoc_collection_insert_many(s->coll, ptrs, (size_t) n, opts, &reply, &error);
 	if (ok)
 		result = 0;

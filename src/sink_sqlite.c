@@ -318,7 +318,6 @@ check_columns(SqliteSink *s, char *err, size_t errlen)
 	int			have[sizeof(required_columns) / sizeof(required_columns[0])] = {0};
 	int			have_source_id = 0;
 	int			have_seq = 0;
-	int			ncols = 0;
 	int			rc;
 	int			i;
 
@@ -340,7 +339,6 @@ check_columns(SqliteSink *s, char *err, size_t errlen)
 	{
 		const char *name = (const char *) sqlite3_column_text(st, 1);
 
-		ncols++;
 		if (name == NULL)
 			continue;
 		for (i = 0; required_columns[i] != NULL; i++)
@@ -370,7 +368,6 @@ check_columns(SqliteSink *s, char *err, size_t errlen)
 			return -1;
 		}
 	}
-	(void) ncols;
 
 	if (!have_source_id)
 	{

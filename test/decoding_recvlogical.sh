@@ -21,6 +21,10 @@
 #   - every field equals the stored row (payloads round-trip exactly);
 #   - one trim line per trim call, with the right count.
 # Prints "N passed, M failed" last; exits non-zero on any failure.
+#
+# Knobs (environment): WORKERS (4), ROUNDS per worker (60), TIMEOUT seconds to
+# wait for pg_recvlogical (120), LEDGER_PLUGIN (ledger; the output plugin name
+# must be listed in output_plugin_libraries where the server has that setting).
 
 set -u
 
@@ -290,5 +294,11 @@ check "one trim line, deleted = $trimmed" \
 
 check "no lines for other kinds (annotations are off)" \
 	"SELECT count(*) = 0 FROM raw WHERE line::jsonb->>'kind' NOT IN ('entry', 'trim')"
+
+# Not a check: show that commit order really differed from id order.
+echo "# $("${PSQL[@]}" -f "$WORK/load.sql" -c "SELECT count(*) FROM (
+	SELECT (j->>'id')::bigint < max((j->>'id')::bigint) OVER (ORDER BY n
+		ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS late
+	FROM got WHERE j->>'kind' = 'entry') s WHERE late") entry lines arrived after a higher id (commit order != id order)"
 
 finish

@@ -574,6 +574,32 @@ cmd_mongo(const char *uri_text, const char *db)
 		}
 	}
 
+	/* keys that are legal JSON but not classic BSON field names */
+	{
+		LedgerExportRow r = batch1[0];
+		bson_t		q = BSON_INITIALIZER;
+		int			found = 0;
+
+		r.id = 13;
+		r.payload_json = "{\"a.b\": 1, \"\": 2, \"$x\": {\"$y\": \"z\"}}";
+		r.metadata_json = "{\"m.k\": \"v\"}";
+		err[0] = '\0';
+		st = ops->open("m1", uri_text, options, err, sizeof(err));
+		check(st != NULL && ops->write(st, &r, 1, err, sizeof(err)) == 0,
+			  "mongodb: payload keys with dots, $ and empty names are written (%s)", err);
+		pos = posv(ops, st, err, sizeof(err));
+		check(pos == 13, "mongodb: position 13 (got %" PRId64 ")", pos);
+		if (st)
+			ops->close(st);
+		BSON_APPEND_UTF8(&q, "source_id", "13");
+		cursor = mongoc_collection_find_with_opts(coll, &q, NULL, NULL);
+		while (mongoc_cursor_next(cursor, &doc))
+			found += json_is(doc, "payload", "{ \"a.b\" : 1, \"\" : 2, \"$x\" : { \"$y\" : \"z\" } }");
+		mongoc_cursor_destroy(cursor);
+		bson_destroy(&q);
+		check(found == 1, "mongodb: ... and read back unchanged");
+	}
+
 	mongoc_collection_destroy(coll);
 	mongoc_client_destroy(client);
 	return failures ? 1 : 0;

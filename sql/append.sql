@@ -1,0 +1,121 @@
+-- append, append_batch (both forms), dedup, expected_seq, schema_version
+DROP EXTENSION IF EXISTS ledger CASCADE;
+CREATE EXTENSION ledger;
+CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE q;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+
+-- ids are unique and increasing; seq is 1, 2, 3 per stream
+SELECT ledger.append('orders', '{"n": 1}');
+SELECT ledger.append('orders', '{"n": 2}', order_key => 'cust-1');
+SELECT ledger.append('payments', '{"n": 1}');
+SELECT ledger.append('orders', '{"n": 3}', order_key => 'cust-2', metadata => '{"source": "api"}', tags => '{a,b}');
+SELECT id, stream, seq, payload, order_key, dedup_key, schema_version, metadata, tags, annotations, updated_at
+  FROM ledger.read('orders');
+SELECT id, seq FROM ledger.read('payments');
+
+-- any JSON value is a payload
+SELECT ledger.append('scalars', '42'), ledger.append('scalars', '"text"'),
+       ledger.append('scalars', 'null'), ledger.append('scalars', '[1, {"a": 2}]');
+SELECT seq, payload FROM ledger.read('scalars');
+
+-- dedup: the existing id comes back and nothing is written
+SELECT ledger.append('orders', '{"n": 4}', dedup_key => 'evt-1') AS first_id \gset
+SELECT ledger.append('orders', '{"n": 999}', dedup_key => 'evt-1') = :first_id AS same_id;
+SELECT ledger.count('orders');
+-- the same key in another stream is independent
+SELECT ledger.append('payments', '{"n": 2}', dedup_key => 'evt-1') <> :first_id AS other_stream_new_id;
+
+-- expected_seq
+SELECT ledger.append('orders', '{"n": 5}', expected_seq => 4) > 0 AS appended;
+SELECT pg_temp.err($$SELECT ledger.append('orders', '{"n": 6}', expected_seq => 3)$$);
+SELECT pg_temp.err($$SELECT ledger.append('fresh', '{}', expected_seq => 1)$$);
+SELECT ledger.append('fresh', '{}', expected_seq => 0) > 0 AS empty_stream_ok;
+SELECT pg_temp.err($$SELECT ledger.append('orders', '{}', expected_seq => -1)$$);
+-- a dedup hit returns the existing id whatever expected_seq says (idempotent retry)
+SELECT ledger.append('orders', '{"n": 4}', dedup_key => 'evt-1', expected_seq => 4) = :first_id AS retry_ok;
+DO $$
+DECLARE st text; det text;
+BEGIN
+	PERFORM ledger.append('orders', '{}', expected_seq => 1);
+EXCEPTION WHEN serialization_failure THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, det = PG_EXCEPTION_DETAIL;
+	RAISE NOTICE 'sqlstate % detail %', st, det;
+END $$;
+
+-- the failed appends left no trace
+SELECT ledger.count('orders'), (ledger.stat('orders')).last_seq;
+
+-- batches: jsonb form
+SELECT * FROM ledger.append_batch('batch', '[
+	{"payload": {"i": 1}, "order_key": "k1", "dedup_key": "d1", "metadata": {"m": "1"}, "tags": ["x"]},
+	{"payload": {"i": 2}},
+	{"payload": {"i": 3}, "dedup_key": "d1"},
+	{"payload": {"i": 4}, "dedup_key": "d2", "order_key": null, "metadata": null, "tags": null}
+]'::jsonb);
+-- re-sending the same keys: all duplicates, existing ids and seqs
+SELECT * FROM ledger.append_batch('batch', '[{"payload": 0, "dedup_key": "d2"}, {"payload": 0, "dedup_key": "d1"}]'::jsonb);
+SELECT seq, payload, order_key, dedup_key, metadata, tags FROM ledger.read('batch');
+-- composite form
+SELECT * FROM ledger.append_batch('batch', ARRAY[
+	ROW('{"i": 5}', 'k5', 'd5', '{"m": "5"}', '{y,z}')::ledger.append_input,
+	ROW('{"i": 6}', NULL, NULL, NULL, NULL)::ledger.append_input]);
+SELECT seq, payload, order_key, dedup_key, metadata, tags FROM ledger.read('batch', after => 0) WHERE seq > 3;
+-- empty batches return no rows and create nothing
+SELECT * FROM ledger.append_batch('empty-batch', '[]'::jsonb);
+SELECT * FROM ledger.append_batch('empty-batch', ARRAY[]::ledger.append_input[]);
+SELECT * FROM ledger.stat('empty-batch');
+-- batch expected_seq
+SELECT count(*) FROM ledger.append_batch('batch', '[{"payload": 7}]'::jsonb, expected_seq => 5);
+SELECT pg_temp.err($$SELECT * FROM ledger.append_batch('batch', '[{"payload": 8}]'::jsonb, expected_seq => 5)$$);
+-- a batch is atomic: a bad entry writes nothing
+SELECT pg_temp.err($$SELECT * FROM ledger.append_batch('batch', '[{"payload": 8}, {"payload": 9, "metadata": {"a": 1}}]'::jsonb)$$);
+SELECT pg_temp.err($$SELECT * FROM ledger.append_batch('batch', '[{"payload": 8}, {"nopayload": 9}]'::jsonb)$$);
+SELECT pg_temp.err($$SELECT * FROM ledger.append_batch('batch', '[{"payload": 8, "colour": "red"}]'::jsonb)$$);
+SELECT pg_temp.err($$SELECT * FROM ledger.append_batch('batch', '[{"payload": 8, "tags": [1]}]'::jsonb)$$);
+SELECT pg_temp.err($$SELECT * FROM ledger.append_batch('batch', '[{"payload": 8, "order_key": 5}]'::jsonb)$$);
+SELECT pg_temp.err($$SELECT * FROM ledger.append_batch('batch', '[1]'::jsonb)$$);
+SELECT pg_temp.err($$SELECT * FROM ledger.append_batch('batch', '{"payload": 1}'::jsonb)$$);
+SELECT pg_temp.err($$SELECT * FROM ledger.append_batch('batch', NULL::jsonb)$$);
+SELECT pg_temp.err($$SELECT * FROM ledger.append_batch('batch', ARRAY[NULL]::ledger.append_input[])$$);
+SELECT pg_temp.err($$SELECT * FROM ledger.append_batch('batch', ARRAY[ROW(NULL, '', '', '{}', '{}')]::ledger.append_input[])$$);
+SELECT ledger.count('batch');
+
+-- schema_version: explicit, default, bad
+SELECT ledger.append('versions', '{}') AS v1 \gset
+SELECT ledger.append('versions', '{}', schema_version => 3) AS v3 \gset
+SELECT seq, schema_version FROM ledger.read('versions', after => :v1, as_version => 3);
+SELECT pg_temp.err($$SELECT ledger.append('versions', '{}', schema_version => 0)$$);
+
+-- bad arguments: nothing is written
+SELECT pg_temp.err($$SELECT ledger.append('', '{}')$$);
+SELECT pg_temp.err($$SELECT ledger.append(NULL, '{}')$$);
+SELECT pg_temp.err($$SELECT ledger.append(repeat('x', 256), '{}')$$);
+SELECT ledger.append(repeat('x', 255), '{}') > 0 AS max_length_ok;
+SELECT pg_temp.err($$SELECT ledger.append(E'bad\nname', '{}')$$);
+SELECT pg_temp.err($$SELECT ledger.append(E'tab\there', '{}')$$);
+SELECT pg_temp.err($$SELECT ledger.append(E'del\u007f', '{}')$$);
+SELECT pg_temp.err($$SELECT ledger.append(E'c1\u0085', '{}')$$);
+SELECT ledger.append('ünïcødé/stream:1', '{}') > 0 AS unicode_ok;
+SELECT pg_temp.err($$SELECT ledger.append('s', NULL)$$);
+SELECT pg_temp.err($$SELECT ledger.append('s', '{}', metadata => '{"nested": {"a": "b"}}')$$);
+SELECT pg_temp.err($$SELECT ledger.append('s', '{}', metadata => '{"n": 1}')$$);
+SELECT pg_temp.err($$SELECT ledger.append('s', '{}', metadata => '["a"]')$$);
+SELECT pg_temp.err($$SELECT ledger.append('s', '{}', metadata => '"a"')$$);
+SELECT pg_temp.err($$SELECT ledger.append('s', '{}', tags => ARRAY['a', NULL])$$);
+SELECT pg_temp.err($$SELECT ledger.append('s', '{}', tags => '{{a},{b}}')$$);
+-- NULL optional arguments mean their defaults
+SELECT ledger.append('s', '{}', order_key => NULL, dedup_key => NULL, metadata => NULL, tags => NULL) > 0 AS nulls_ok;
+SELECT order_key, dedup_key, metadata, tags FROM ledger.read('s');
+-- payload size limit
+SET ledger.max_payload_bytes = 100;
+SELECT pg_temp.err($$SELECT ledger.append('s', jsonb_build_object('big', repeat('x', 200)))$$);
+SELECT pg_temp.err($$SELECT * FROM ledger.append_batch('s', jsonb_build_array(jsonb_build_object('payload', 1), jsonb_build_object('payload', repeat('x', 200))))$$);
+RESET ledger.max_payload_bytes;
+SELECT ledger.count('s');
+SHOW ledger.max_payload_bytes;
+SELECT pg_temp.err($$SET ledger.max_payload_bytes = 0$$);
