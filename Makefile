@@ -16,7 +16,10 @@ OBJS = \
 	src/horizon.o \
 	src/wait.o \
 	src/guard.o \
-	src/health.o
+	src/health.o \
+	src/decoder.o \
+	src/sink_sqlite.o \
+	src/sink_mongo.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 

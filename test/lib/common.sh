@@ -1,0 +1,113 @@
+# test/lib/common.sh — set-up shared by test/run_all.sh, test/demo.sh and bench/run.sh:
+# installing what a fresh Debian 12 needs, building, and starting a throwaway
+# preloaded server.  Source it; it defines functions only.
+
+PG_MAJOR=15
+PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
+LEDGER_PG_CFLAGS="-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers"
+
+log() { printf '==> %s\n' "$*"; }
+
+# Install the Debian packages the project needs, once, when run as root.
+ledger_install_deps() {
+	local pkgs="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib libbson-dev libmongoc-dev libsqlite3-dev sqlite3 libipc-run-perl make gcc pkg-config"
+	local missing=""
+	local p
+	command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+	command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
+	for p in $pkgs; do
+		dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+	done
+	# server and headers must be the same minor release
+	if [ -z "$missing" ]; then
+		local srv dev
+		srv=$(dpkg-query -W -f='${Version}' "postgresql-$PG_MAJOR" 2>/dev/null)
+		dev=$(dpkg-query -W -f='${Version}' "postgresql-server-dev-$PG_MAJOR" 2>/dev/null)
+		[ "$srv" = "$dev" ] || missing="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR"
+	fi
+	[ -z "$missing" ] && return 0
+	if [ "$(id -u)" != 0 ]; then
+		echo "missing packages:$missing (run as root to install them)" >&2
+		return 1
+	fi
+	log "installing:$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null || return 1
+	# the cluster Debian would create is not used; ours are throwaway
+	mkdir -p /etc/postgresql-common/createcluster.d
+	echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/ledger-no-main.conf
+	apt-get install -y -qq $missing postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR >/dev/null || return 1
+}
+
+# Build with warnings as errors and install into the server's directories.
+ledger_build_install() {
+	local src=$1
+	log "building ledger"
+	make -C "$src" -s clean >/dev/null 2>&1
+	make -C "$src" -s PG_CFLAGS="$LEDGER_PG_CFLAGS" >/dev/null || return 1
+	if [ -w "$($PGBIN/pg_config --pkglibdir 2>/dev/null || pg_config --pkglibdir)" ]; then
+		make -C "$src" -s install >/dev/null || return 1
+	else
+		sudo make -C "$src" -s install >/dev/null || return 1
+	fi
+}
+
+# The user that runs servers: initdb refuses root.
+ledger_test_user() {
+	if [ "$(id -u)" = 0 ]; then echo postgres; else id -un; fi
+}
+
+as_test_user() {
+	if [ "$(id -u)" = 0 ]; then
+		runuser -u postgres -- env PATH="$PGBIN:$PATH" "$@"
+	else
+		env PATH="$PGBIN:$PATH" "$@"
+	fi
+}
+
+# Write the server configuration the tests use: test/ledger.conf plus what
+# this server build understands.
+ledger_write_conf() {
+	local out=$1 src=$2
+	cat "$src/test/ledger.conf" > "$out"
+	# Newer 15.x builds restrict which libraries may serve as output plugins.
+	if "$PGBIN/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then
+		echo "output_plugin_libraries = 'pgoutput, test_decoding, ledger'" >> "$out"
+	fi
+}
+
+ledger_free_port() {
+	local port
+	for port in $(seq 55432 55532); do
+		if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+			echo $port
+			return 0
+		fi
+	done
+	return 1
+}
+
+# Start a throwaway preloaded cluster in $1 (created), on a free port.
+# Sets PGHOST, PGPORT, PGUSER, PGDATABASE for the caller.
+ledger_start_cluster() {
+	local dir=$1 conf=$2
+	mkdir -p "$dir"
+	[ "$(id -u)" = 0 ] && chown "$(ledger_test_user)" "$dir"
+	as_test_user initdb -D "$dir/data" -A trust -U postgres --no-instructions >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log"; return 1; }
+	PGPORT=$(ledger_free_port)
+	cat "$conf" >> "$dir/data/postgresql.conf"
+	{
+		echo "port = $PGPORT"
+		echo "listen_addresses = '127.0.0.1'"
+		echo "unix_socket_directories = '$dir'"
+		echo "fsync = off"
+	} >> "$dir/data/postgresql.conf"
+	as_test_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null || { cat "$dir/server.log"; return 1; }
+	export PGHOST=$dir PGPORT PGUSER=postgres PGDATABASE=postgres
+}
+
+ledger_stop_cluster() {
+	local dir=$1
+	[ -d "$dir/data" ] && as_test_user pg_ctl -D "$dir/data" -m fast -w stop >/dev/null 2>&1
+	return 0
+}
