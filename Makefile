@@ -17,6 +17,8 @@ OBJS = \
 	src/wait.o \
 	src/guard.o \
 	src/health.o \
+	src/worker.o \
+	src/sink_admin.o \
 	src/decoder.o \
 	src/sink_sqlite.o \
 	src/sink_mongo.o

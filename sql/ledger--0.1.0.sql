@@ -367,6 +367,111 @@ SET search_path = ledger, pg_catalog, pg_temp;
 COMMENT ON FUNCTION ledger.drop_upcaster(text, integer) IS 'Removes the upcaster registered for a pattern and from_version';
 
 -- ---------------------------------------------------------------------------
+-- Export sinks, served by the background worker.  position is the last id
+-- exported; the target keeps its own copy (written atomically with the rows)
+-- and the worker resumes from the larger of the two, so nothing is exported
+-- twice or lost across crashes.
+-- ---------------------------------------------------------------------------
+CREATE TABLE ledger.sinks (
+	name			text COLLATE "C" NOT NULL,
+	kind			text NOT NULL,
+	target			text NOT NULL,
+	streams			text COLLATE "C" NOT NULL DEFAULT '*',
+	options			jsonb NOT NULL DEFAULT '{}',
+	state			text NOT NULL DEFAULT 'active',
+	position		bigint NOT NULL DEFAULT 0,
+	exported_total	bigint NOT NULL DEFAULT 0,
+	last_error		text,
+	last_error_at	timestamptz,
+	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT sinks_pkey PRIMARY KEY (name),
+	CONSTRAINT sinks_kind_check CHECK (kind IN ('sqlite', 'mongodb')),
+	CONSTRAINT sinks_state_check CHECK (state IN ('active', 'paused', 'error'))
+);
+SELECT pg_catalog.pg_extension_config_dump('ledger.sinks', '');
+REVOKE ALL ON ledger.sinks FROM PUBLIC;
+
+CREATE FUNCTION ledger.redact_target(kind text, target text) RETURNS text
+	AS 'MODULE_PATHNAME', 'ledger_redact_target'
+	LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION ledger.redact_target(text, text) IS
+'A sink target safe to show: a MongoDB URI with its password masked';
+
+CREATE VIEW ledger.sinks_status AS
+SELECT k.name::text AS name,
+	   k.kind,
+	   ledger.redact_target(k.kind, k.target) AS target,
+	   k.streams::text AS streams,
+	   k.state,
+	   k.position,
+	   (SELECT pg_catalog.count(*) FROM ledger.entries e
+		  JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id
+		 WHERE e.id OPERATOR(pg_catalog.>) k.position
+		   AND (k.streams OPERATOR(pg_catalog.=) s.name
+				OR (pg_catalog.right(k.streams, 1) OPERATOR(pg_catalog.=) '*'
+					AND pg_catalog.starts_with(s.name, pg_catalog.left(k.streams, -1)))))
+		AS lag_entries,
+	   COALESCE((SELECT pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) e.created_at)
+				   FROM ledger.entries e
+				   JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id
+				  WHERE e.id OPERATOR(pg_catalog.>) k.position
+					AND (k.streams OPERATOR(pg_catalog.=) s.name
+						 OR (pg_catalog.right(k.streams, 1) OPERATOR(pg_catalog.=) '*'
+							 AND pg_catalog.starts_with(s.name, pg_catalog.left(k.streams, -1))))
+				  ORDER BY e.id LIMIT 1), 0)::double precision AS lag_seconds,
+	   k.exported_total,
+	   k.last_error,
+	   k.last_error_at
+  FROM ledger.sinks k;
+COMMENT ON VIEW ledger.sinks_status IS 'One row per export sink: state, position and lag';
+REVOKE ALL ON ledger.sinks_status FROM PUBLIC;
+GRANT SELECT ON ledger.sinks_status TO ledger_admin;
+
+CREATE FUNCTION ledger.create_sink(
+	name		text,
+	kind		text,
+	target		text,
+	streams		text DEFAULT '*',
+	options		jsonb DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_create_sink'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.create_sink(text, text, text, text, jsonb) IS
+'Creates an export sink (kind sqlite: target is an absolute file path; kind mongodb: target is a MongoDB URI) that the background worker fills in id order, exactly once';
+
+CREATE FUNCTION ledger.drop_sink(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_drop_sink'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.drop_sink(text) IS 'Removes an export sink; what it exported stays in the target';
+
+CREATE FUNCTION ledger.pause_sink(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_pause_sink'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.pause_sink(text) IS 'Stops exporting to a sink until resume_sink';
+
+CREATE FUNCTION ledger.resume_sink(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_resume_sink'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.resume_sink(text) IS 'Resumes a paused sink (or retries one in error at once)';
+
+-- Starts this database's background worker when the library is preloaded.
+CREATE FUNCTION ledger.start_worker()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'ledger_start_worker'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.start_worker() IS
+'Starts the ledger background worker of this database if it is not running (CREATE EXTENSION does this)';
+SELECT ledger.start_worker();
+
+-- ---------------------------------------------------------------------------
 -- Health
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION ledger.health()
@@ -407,5 +512,12 @@ GRANT EXECUTE ON FUNCTION
 	ledger.register_upcaster(text, integer, integer, jsonb, jsonb, text[]),
 	ledger.register_upcaster(text, integer, integer, regprocedure),
 	ledger.drop_upcaster(text, integer),
+	ledger.create_sink(text, text, text, text, jsonb),
+	ledger.drop_sink(text),
+	ledger.pause_sink(text),
+	ledger.resume_sink(text),
+	ledger.start_worker(),
 	ledger.health()
 TO ledger_admin;
+-- used by the sinks_status view, with the privileges of its reader
+GRANT EXECUTE ON FUNCTION ledger.redact_target(text, text) TO ledger_admin;

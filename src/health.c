@@ -59,5 +59,7 @@ ledger_health(PG_FUNCTION_ARGS)
 			add_check(rsinfo, "read_all_horizon", true, "no unsettled appends");
 	}
 
+	ledger_health_worker_checks(rsinfo);
+
 	return (Datum) 0;
 }

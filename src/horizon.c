@@ -81,6 +81,9 @@ ledger_horizon_shmem_startup(void)
 	{
 		int			i;
 
+		SpinLockInit(&ledger_shared->worker_mutex);
+		memset(ledger_shared->workers, 0, sizeof(ledger_shared->workers));
+		ledger_shared->launcher_pid = 0;
 		ledger_shared->nslots = MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
 		pg_atomic_init_u32(&ledger_shared->nwaiters, 0);
 		for (i = 0; i < ledger_shared->nslots; i++)

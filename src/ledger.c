@@ -66,6 +66,14 @@ _PG_init(void)
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("ledger.export_batch",
+							"Entries written to a sink per batch.",
+							NULL,
+							&ledger_export_batch,
+							1000, 1, 100000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("ledger");
 
 	ledger_horizon_init();
@@ -80,6 +88,8 @@ _PG_init(void)
 	shmem_request_hook = ledger_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = ledger_shmem_startup;
+
+	ledger_register_launcher();
 }
 
 /*

@@ -78,14 +78,23 @@ extern void LedgerAppend(const char *stream, LedgerAppendItem *items, int nitems
 						 bool has_version, int32 schema_version,
 						 bool has_expected_seq, int64 expected_seq);
 
-/* health.c / worker.c */
+/* worker.c: launcher and per-database workers */
+extern int	ledger_export_batch;
+extern void ledger_register_launcher(void);
+extern void ledger_worker_notify(void);
 extern void ledger_health_worker_checks(ReturnSetInfo *rsinfo);
+
+/* sink_admin.c */
+struct LedgerSinkOps;
+extern const struct LedgerSinkOps *ledger_sink_ops(const char *kind);
 
 /* read.c */
 extern TupleDesc ledger_entry_tupdesc(void);
 
 /* retention.c */
 extern int64 LedgerTrim(const char *stream, int64 before_id, int64 max_rows);
+extern int64 LedgerEnforceRetention(const char *stream, bool has_max_entries,
+									int64 max_entries, Interval *max_age, int64 batch);
 
 /* upcast.c */
 typedef struct LedgerUpcastPlan LedgerUpcastPlan;

@@ -20,6 +20,8 @@
 #include "replication/message.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
+#include "utils/timestamp.h"
+#include "access/xact.h"
 
 PG_FUNCTION_INFO_V1(ledger_trim);
 PG_FUNCTION_INFO_V1(ledger_set_retention);
@@ -118,6 +120,84 @@ LedgerTrim(const char *stream_name, int64 before_id, int64 max_rows)
 
 	SPI_finish();
 	return deleted;
+}
+
+/*
+ * One retention step for a stream: find the cut that max_entries and
+ * max_age ask for, and trim at most batch entries below it.  The cut keeps
+ * trims a prefix of the stream: with max_age, entries are walked in id
+ * order and the cut stops at the first one young enough to stay.
+ */
+int64
+LedgerEnforceRetention(const char *stream_name, bool has_max_entries, int64 max_entries,
+					   Interval *max_age, int64 batch)
+{
+	static SPIPlanPtr seq_plan = NULL;
+	static SPIPlanPtr age_plan = NULL;
+	LedgerStream stream;
+	int64		before_id = 0;
+	Datum		args[3];
+	bool		isnull;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ledger: SPI_connect failed");
+	if (seq_plan == NULL)
+	{
+		Oid			types[3] = {INT4OID, INT8OID, TIMESTAMPTZOID};
+
+		seq_plan = ledger_prepare_plan("SELECT e.id FROM ledger.entries e"
+									   " WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
+									   " AND e.seq OPERATOR(pg_catalog.=) $2",
+									   2, types);
+		age_plan = ledger_prepare_plan("SELECT e.id, e.created_at OPERATOR(pg_catalog.<) $3 FROM ledger.entries e"
+									   " WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
+									   " ORDER BY e.id LIMIT $2",
+									   3, types);
+	}
+	if (!ledger_stream_lookup(stream_name, &stream))
+	{
+		SPI_finish();
+		return 0;
+	}
+	args[0] = Int32GetDatum(stream.stream_id);
+
+	if (has_max_entries && stream.last_seq - stream.trimmed_seq > max_entries)
+	{
+		/* every entry with seq <= last_seq - max_entries goes */
+		int64		cut_seq = Min(stream.last_seq - max_entries, stream.trimmed_seq + batch);
+
+		args[1] = Int64GetDatum(cut_seq);
+		rc = SPI_execute_plan(seq_plan, args, NULL, true, 1);
+		ledger_spi_check(rc, SPI_OK_SELECT, "retention cut");
+		if (SPI_processed == 1)
+			before_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	if (max_age != NULL)
+	{
+		TimestampTz cutoff;
+		uint64		r;
+
+		cutoff = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+														 TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+														 IntervalPGetDatum(max_age)));
+		args[1] = Int64GetDatum(batch);
+		args[2] = TimestampTzGetDatum(cutoff);
+		rc = SPI_execute_plan(age_plan, args, NULL, true, 0);
+		ledger_spi_check(rc, SPI_OK_SELECT, "retention age scan");
+		for (r = 0; r < SPI_processed; r++)
+		{
+			if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull)))
+				break;
+			before_id = Max(before_id,
+							DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull)));
+		}
+	}
+	SPI_finish();
+
+	if (before_id <= 0)
+		return 0;
+	return LedgerTrim(stream_name, before_id, batch);
 }
 
 Datum

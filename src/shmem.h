@@ -17,6 +17,7 @@
 
 #include "port/atomics.h"
 #include "storage/latch.h"
+#include "storage/spin.h"
 
 typedef struct LedgerProcSlot
 {
@@ -32,8 +33,21 @@ typedef struct LedgerProcSlot
 	int32		wait_stream;	/* 0 = any commit in the database */
 } LedgerProcSlot;
 
+/* One background worker per database that has the extension. */
+#define LEDGER_MAX_DB_WORKERS 64
+
+typedef struct LedgerDbWorker
+{
+	Oid			dboid;			/* InvalidOid = free */
+	int			pid;
+	int			pgprocno;
+} LedgerDbWorker;
+
 typedef struct LedgerShared
 {
+	slock_t		worker_mutex;	/* protects workers[] */
+	LedgerDbWorker workers[LEDGER_MAX_DB_WORKERS];
+	int			launcher_pid;
 	int			nslots;
 	pg_atomic_uint32 nwaiters;	/* lets committers skip the scan */
 	LedgerProcSlot slots[FLEXIBLE_ARRAY_MEMBER];

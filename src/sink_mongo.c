@@ -97,6 +97,9 @@ typedef struct MongoOptions
 	char	   *collection;
 } MongoOptions;
 
+static void set_err(char *err, size_t errlen, const char *fmt,...)
+	__attribute__((format(printf, 3, 4)));
+
 static void
 set_err(char *err, size_t errlen, const char *fmt,...)
 {

@@ -79,6 +79,9 @@ static const char *const required_columns[] = {
 	"metadata", "tags", "annotations", "created_at", "updated_at", NULL
 };
 
+static void set_err(char *err, size_t errlen, const char *fmt,...)
+	__attribute__((format(printf, 3, 4)));
+
 static void
 set_err(char *err, size_t errlen, const char *fmt,...)
 {

@@ -1,0 +1,383 @@
+#!/usr/bin/env bash
+# bench/run.sh — ledger against plain PostgreSQL, in one throwaway cluster, back
+# to back, so every figure is also a ratio measured in the same run.
+#
+#   bash bench/run.sh            full run (15 s per pgbench run, 1,000,000-entry stream)
+#   bash bench/run.sh --quick    smoke test (3 s per run, 100,000-entry stream)
+#
+# Installs what it needs (as root), builds and installs the extension, starts a
+# preloaded PostgreSQL 15 cluster, runs the workloads described in
+# bench/README.md, then a second cluster without shared_preload_libraries, and
+# writes bench/results/<timestamp>/{results.csv,metrics.csv,summary.md,chart.png}.
+# Tunables (environment): BENCH_DURATION, BENCH_LAT_DURATION, BENCH_BIG_N,
+# BENCH_W5_DURATION, BENCH_WAKE_N, BENCH_W5_RATE.
+set -uo pipefail
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=$SRC/bench
+. "$SRC/test/lib/common.sh"
+
+QUICK=0
+for arg in "$@"; do
+	case $arg in
+		--quick) QUICK=1 ;;
+		-h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+		*) echo "unknown argument: $arg (try --quick)" >&2; exit 2 ;;
+	esac
+done
+if [ $QUICK = 1 ]; then
+	DUR=${BENCH_DURATION:-3}; LAT_DUR=${BENCH_LAT_DURATION:-2}; BIG_N=${BENCH_BIG_N:-100000}
+	W5_DUR=${BENCH_W5_DURATION:-4}; WAKE_N=${BENCH_WAKE_N:-30}
+else
+	DUR=${BENCH_DURATION:-15}; LAT_DUR=${BENCH_LAT_DURATION:-5}; BIG_N=${BENCH_BIG_N:-1000000}
+	W5_DUR=${BENCH_W5_DURATION:-15}; WAKE_N=${BENCH_WAKE_N:-200}
+fi
+W5_RATE=${BENCH_W5_RATE:-500}
+CHUNK=10000		# entries per append_batch call while loading
+
+START_EPOCH=$(date +%s)
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+[ $QUICK = 1 ] && TS="$TS-quick"
+OUT=$BENCH/results/$TS
+mkdir -p "$OUT/pgbench" || exit 1
+RAW=$OUT/raw.csv			# workload,variant,sync,clients,tps,latency_ms
+METRICS=$OUT/metrics.csv	# name,value,unit
+PROBLEMS=$OUT/problems.txt
+echo "workload,variant,sync_commit,clients,tps,latency_ms" > "$RAW"
+echo "name,value,unit" > "$METRICS"
+: > "$PROBLEMS"
+
+metric() { echo "$1,$2,$3" >> "$METRICS"; }
+problem() { echo "$*" >> "$PROBLEMS"; echo "!! $*" >&2; }
+
+# ---------------------------------------------------------------------------
+# 1. packages, build, install
+# ---------------------------------------------------------------------------
+ledger_install_deps || exit 1
+bench_pkgs=""
+command -v gnuplot >/dev/null 2>&1 || bench_pkgs="$bench_pkgs gnuplot-nox"
+perl -MDBD::Pg -e1 2>/dev/null || bench_pkgs="$bench_pkgs libdbd-pg-perl"
+if [ -n "$bench_pkgs" ]; then
+	if [ "$(id -u)" = 0 ]; then
+		log "installing:$bench_pkgs"
+		export DEBIAN_FRONTEND=noninteractive
+		{ apt-get install -y -qq $bench_pkgs || { apt-get update -qq && apt-get install -y -qq $bench_pkgs; }; } >/dev/null 2>&1 \
+			|| echo "could not install$bench_pkgs; the parts needing them are skipped" >&2
+	else
+		echo "missing$bench_pkgs (run as root to install them); the parts needing them are skipped" >&2
+	fi
+fi
+HAVE_DBD=0; perl -MDBD::Pg -e1 2>/dev/null && HAVE_DBD=1
+ledger_build_install "$SRC" || { echo "build failed" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------
+# 2. machine record
+# ---------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/ledger-bench.XXXXXX)
+[ "$(id -u)" = 0 ] && chown "$(ledger_test_user)" "$WORK"
+CLUSTERS=()
+cleanup() {
+	local c
+	for c in "${CLUSTERS[@]}"; do ledger_stop_cluster "$c"; done
+	for c in "${CLUSTERS[@]}"; do
+		[ -f "$c/server.log" ] && grep -E 'PANIC|FATAL|ERROR|WARNING|TRAP|terminated by signal' "$c/server.log" \
+			> "$OUT/server-$(basename "$c").errors.log" 2>/dev/null
+	done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "machine record"
+metric nproc "$(nproc)" cores
+metric memory_total "$(awk '/^MemTotal/ {printf "%.1f", $2/1048576}' /proc/meminfo)" GiB
+metric cpu_model "\"$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)\"" ""
+metric postgres "\"$("$PGBIN/postgres" --version)\"" ""
+( cd "$WORK" && as_test_user pg_test_fsync -s 1 -f "$WORK/fsync.test" ) > "$OUT/pg_test_fsync.txt" 2>&1
+FSYNC_LINE=$(grep -m1 -E '^\s+fdatasync\s' "$OUT/pg_test_fsync.txt" | sed -E 's/^\s+//; s/\s+/ /g')
+metric pg_test_fsync_fdatasync "$(awk '{print $2}' <<<"$FSYNC_LINE")" ops/sec
+log "pg_test_fsync: ${FSYNC_LINE:-unavailable}"
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+ledger_write_conf "$WORK/ledger.conf" "$SRC"
+cat >> "$WORK/ledger.conf" <<'EOF'
+# bench: room for the 1M-entry streams; no checkpoint in the middle of a run
+shared_buffers = 512MB
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+max_connections = 50
+EOF
+grep -v '^shared_preload_libraries' "$WORK/ledger.conf" > "$WORK/nopreload.conf"
+
+q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
+start_cluster() {	# start_cluster DIR CONF
+	CLUSTERS+=("$1")
+	ledger_start_cluster "$1" "$2" || return 1
+	# ledger_start_cluster turns fsync off (fine for tests); a benchmark of
+	# synchronous_commit needs it on.  postgresql.auto.conf wins.
+	q -c "ALTER SYSTEM SET fsync = on" -c "SELECT pg_reload_conf()" >/dev/null || return 1
+	sleep 1
+	[ "$(q -c 'SHOW fsync')" = on ] || { problem "could not turn fsync on in $1"; return 1; }
+	q -f "$BENCH/sql/setup.sql" >/dev/null || return 1
+}
+
+# The same ~200-byte JSON as bench.payload(n) (bench/sql/setup.sql), inline.
+PAYLOAD_TEMPLATE="jsonb_build_object('type', 'order_placed', 'order_id', N, 'customer', 'customer-' || (N % 997), 'amount', (N % 100000) / 100.0, 'currency', 'EUR', 'sku', 'SKU-' || (N % 4999), 'qty', 1 + N % 7, 'note', 'benchmark payload padded to about two hundred bytes of json text')"
+PAYLOAD=${PAYLOAD_TEMPLATE//N/CAST(:r AS bigint)}
+
+SCRIPTS=$WORK/scripts
+mkdir -p "$SCRIPTS"
+script() {	# script NAME <<< body ; prints the path
+	cat > "$SCRIPTS/$1.sql"
+	echo "$SCRIPTS/$1.sql"
+}
+
+# bench_run WORKLOAD VARIANT SYNC CLIENTS SCRIPTFILE DURATION [pgbench args...]
+bench_run() {
+	local wl=$1 var=$2 sync=$3 cl=$4 file=$5 dur=$6
+	shift 6
+	local name="${wl}_${var}_${sync}_c${cl}"
+	local logf="$OUT/pgbench/$name.log"
+	local pgopt=""
+	[ "$sync" = off ] && pgopt="-c synchronous_commit=off"
+	q -c CHECKPOINT >/dev/null
+	PGOPTIONS="$pgopt" pgbench -n -M prepared -c "$cl" -j "$cl" -T "$dur" -f "$file" "$@" > "$logf" 2>&1
+	local rc=$?
+	local tps lat
+	tps=$(grep -m1 -oP '^tps = \K[0-9.]+' "$logf")
+	lat=$(grep -m1 -oP '^latency average = \K[0-9.]+' "$logf")
+	if [ $rc != 0 ] || [ -z "$tps" ] || grep -qE 'ERROR|aborted' "$logf"; then
+		problem "$name: pgbench exit $rc: $(grep -m3 -E 'ERROR|aborted|FATAL|error' "$logf" | tr '\n' ' ')"
+	fi
+	printf '    %-10s %-16s sync=%-3s c=%s  tps=%-12s lat=%s ms\n' "$wl" "$var" "$sync" "$cl" "${tps:-NA}" "${lat:-NA}"
+	echo "$wl,$var,$sync,$cl,${tps:-NA},${lat:-NA}" >> "$RAW"
+}
+
+# ---------------------------------------------------------------------------
+# 3. the preloaded cluster
+# ---------------------------------------------------------------------------
+log "starting the preloaded cluster"
+C1=$WORK/c1
+start_cluster "$C1" "$WORK/ledger.conf" || exit 1
+log "payload: $(q -c "SELECT octet_length(bench.payload(123456)::text)") bytes of JSON text"
+
+# --- load: BIG_N entries in 'big', 1,000 in 'k1', 10 in 's10', same in bench.plain
+log "loading $BIG_N entries into ledger stream 'big' and bench.plain"
+T0=$(date +%s.%N)
+{
+	for ((s = 1; s <= BIG_N; s += CHUNK)); do
+		e=$((s + CHUNK - 1)); [ $e -gt $BIG_N ] && e=$BIG_N
+		echo "SELECT count(*) FROM ledger.append_batch('big', (SELECT jsonb_agg(jsonb_build_object('payload', bench.payload(g)) ORDER BY g) FROM generate_series($s, $e) g));"
+	done
+	echo "SELECT count(*) FROM ledger.append_batch('k1', (SELECT jsonb_agg(jsonb_build_object('payload', bench.payload(g)) ORDER BY g) FROM generate_series(1, 1000) g));"
+	echo "SELECT count(*) FROM ledger.append_batch('s10', (SELECT jsonb_agg(jsonb_build_object('payload', bench.payload(g)) ORDER BY g) FROM generate_series(1, 10) g));"
+} > "$WORK/load.sql"
+q -f "$WORK/load.sql" >/dev/null || { problem "loading ledger failed"; exit 1; }
+T1=$(date +%s.%N)
+q <<EOF >/dev/null || { problem "loading bench.plain failed"; exit 1; }
+INSERT INTO bench.plain (stream, seq, payload) SELECT 'big', g, bench.payload(g) FROM generate_series(1, $BIG_N) g;
+INSERT INTO bench.plain (stream, seq, payload) SELECT 'k1', g, bench.payload(g) FROM generate_series(1, 1000) g;
+INSERT INTO bench.plain (stream, seq, payload) SELECT 's10', g, bench.payload(g) FROM generate_series(1, 10) g;
+EOF
+T2=$(date +%s.%N)
+metric load_ledger_entries_per_s "$(awk -v a="$T0" -v b="$T1" -v n="$BIG_N" 'BEGIN {printf "%.0f", (n + 1010) / (b - a)}')" entries/s
+metric load_plain_entries_per_s "$(awk -v a="$T1" -v b="$T2" -v n="$BIG_N" 'BEGIN {printf "%.0f", (n + 1010) / (b - a)}')" entries/s
+[ "$(q -c "SELECT count FROM ledger.stat('big')")" = "$BIG_N" ] || problem "ledger.stat('big').count is not $BIG_N after the load"
+
+# --- storage
+log "storage"
+q -c "VACUUM ANALYZE ledger.entries, ledger.streams, bench.plain" >/dev/null
+q -F ' ' -c "SELECT pg_total_relation_size('ledger.entries') + pg_total_relation_size('ledger.streams'),
+	(SELECT count(*) FROM ledger.entries), pg_total_relation_size('bench.plain'), (SELECT count(*) FROM bench.plain)" \
+	> "$WORK/storage.txt"
+read -r LB LN PB PN < "$WORK/storage.txt"
+metric storage_ledger_bytes_per_entry "$(awk -v b="$LB" -v n="$LN" 'BEGIN {printf "%.1f", b / n}')" bytes
+metric storage_plain_bytes_per_entry "$(awk -v b="$PB" -v n="$PN" 'BEGIN {printf "%.1f", b / n}')" bytes
+metric storage_entries "$LN" entries
+q -c "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	WHERE n.nspname IN ('ledger', 'bench') AND c.relkind IN ('r', 'i', 't') AND pg_relation_size(c.oid) > 0 ORDER BY 1" \
+	> "$OUT/storage_relations.txt"
+
+# --- W4: reads
+log "W4: read 100 after a random position"
+read -r BIG_LO BIG_HI <<<"$(q -F ' ' -c "SELECT first_id, last_id FROM ledger.stat('big')")"
+read -r K1_LO K1_HI <<<"$(q -F ' ' -c "SELECT first_id, last_id FROM ledger.stat('k1')")"
+read -r PB_LO PB_HI <<<"$(q -F ' ' -c "SELECT min(id), max(id) FROM bench.plain WHERE stream = 'big'")"
+W4L=$(script w4_ledger <<EOF
+\set pos random($((BIG_LO - 1)), $((BIG_HI - 100)))
+SELECT count(*) FROM ledger.read('big', after => :pos, "limit" => 100);
+EOF
+)
+W4P=$(script w4_plain <<EOF
+\set pos random($((PB_LO - 1)), $((PB_HI - 100)))
+SELECT count(*) FROM (SELECT * FROM bench.plain WHERE stream = 'big' AND id > :pos ORDER BY id LIMIT 100) s;
+EOF
+)
+W4LR=$(script w4_ledger_rows <<EOF
+\set pos random($((BIG_LO - 1)), $((BIG_HI - 100)))
+SELECT * FROM ledger.read('big', after => :pos, "limit" => 100);
+EOF
+)
+W4PR=$(script w4_plain_rows <<EOF
+\set pos random($((PB_LO - 1)), $((PB_HI - 100)))
+SELECT * FROM bench.plain WHERE stream = 'big' AND id > :pos ORDER BY id LIMIT 100;
+EOF
+)
+bench_run W4 ledger on 2 "$W4L" "$DUR"
+bench_run W4 plain on 2 "$W4P" "$DUR"
+bench_run W4rows ledger on 2 "$W4LR" "$DUR"
+bench_run W4rows plain on 2 "$W4PR" "$DUR"
+
+log "W4 scaling: per-call latency at 10 / 1,000 vs $BIG_N entries (1 client)"
+bench_run scale read_1k on 1 "$(script read_1k <<EOF
+\set pos random($((K1_LO - 1)), $((K1_HI - 100)))
+SELECT count(*) FROM ledger.read('k1', after => :pos, "limit" => 100);
+EOF
+)" "$LAT_DUR"
+bench_run scale read_big on 1 "$W4L" "$LAT_DUR"
+for fn in count stat get; do
+	for st in s10 big; do
+		n=10; [ $st = big ] && n=$BIG_N
+		case $fn in
+			count) sql="SELECT ledger.count('$st');" ;;
+			stat)  sql="SELECT count FROM ledger.stat('$st');" ;;
+			get)   sql=$'\\set s random(1, '$n$')\n'"SELECT id FROM ledger.get('$st', :s);" ;;
+		esac
+		bench_run scale "${fn}_$st" on 1 "$(script "${fn}_$st" <<<"$sql")" "$LAT_DUR"
+	done
+done
+
+# --- W1: one append per transaction, each client its own stream
+log "W1: one append per transaction, a stream per client"
+W1L=$(script w1_ledger <<EOF
+\set r random(1, 1000000000)
+SELECT ledger.append('w1-' || :client_id, $PAYLOAD);
+EOF
+)
+W1P=$(script w1_plain <<EOF
+\set r random(1, 1000000000)
+INSERT INTO bench.plain (stream, seq, payload) VALUES ('w1-' || :client_id, nextval('bench.plain_seq'), $PAYLOAD);
+EOF
+)
+for sync in off on; do
+	for c in 1 2 4; do
+		bench_run W1 ledger $sync $c "$W1L" "$DUR"
+		bench_run W1 plain $sync $c "$W1P" "$DUR"
+	done
+done
+
+# --- W2: one hot stream, 4 clients
+log "W2: one append per transaction, 4 clients on one stream"
+W2L=$(script w2_ledger <<EOF
+\set r random(1, 1000000000)
+SELECT ledger.append('hot', $PAYLOAD);
+EOF
+)
+W2M=$(script w2_messagedb <<EOF
+\set r random(1, 1000000000)
+SELECT bench.md_append('hot', $PAYLOAD);
+EOF
+)
+W2P=$(script w2_plain <<EOF
+\set r random(1, 1000000000)
+INSERT INTO bench.plain (stream, seq, payload) VALUES ('hot', nextval('bench.plain_seq'), $PAYLOAD);
+EOF
+)
+for sync in off on; do
+	bench_run W2 ledger $sync 4 "$W2L" "$DUR"
+	bench_run W2 messagedb $sync 4 "$W2M" "$DUR"
+	bench_run W2 plain $sync 4 "$W2P" "$DUR"
+done
+
+# --- W3: 100 appends per transaction
+log "W3: 100 appends per transaction, 2 clients"
+BATCH_J=$(q -c "SELECT quote_literal(jsonb_agg(jsonb_build_object('payload', bench.payload(g)) ORDER BY g)::text) FROM generate_series(1, 100) g")
+BATCH_C=$(q -c "SELECT quote_literal(array_agg(ROW(bench.payload(g), '', '', '{}'::jsonb, '{}'::text[])::ledger.append_input ORDER BY g)::text) FROM generate_series(1, 100) g")
+BATCH_P=$(q -c "SELECT string_agg(format('(''w3p-'' || :client_id, nextval(''bench.plain_seq''), %s::jsonb)', quote_literal(bench.payload(g)::text)), E',\n' ORDER BY g) FROM generate_series(1, 100) g")
+W3J=$(script w3_ledger_jsonb <<<"SELECT count(*) FROM ledger.append_batch('w3j-' || :client_id, $BATCH_J::jsonb);")
+W3C=$(script w3_ledger_composite <<<"SELECT count(*) FROM ledger.append_batch('w3c-' || :client_id, $BATCH_C::ledger.append_input[]);")
+W3P=$(script w3_plain <<<"INSERT INTO bench.plain (stream, seq, payload) VALUES $BATCH_P;")
+for sync in off on; do
+	bench_run W3 ledger_jsonb $sync 2 "$W3J" "$DUR"
+	bench_run W3 ledger_composite $sync 2 "$W3C" "$DUR"
+	bench_run W3 plain $sync 2 "$W3P" "$DUR"
+done
+# every W3 transaction must have written 100 entries
+for st in w3j-0 w3j-1 w3c-0 w3c-1; do
+	n=$(q -c "SELECT coalesce((SELECT count FROM ledger.stat('$st')), 0) % 100")
+	[ "$n" = 0 ] || problem "stream $st holds a count that is not a multiple of 100"
+done
+
+# --- W5: read_all consumer lag and wake-up latency
+if [ $HAVE_DBD = 1 ]; then
+	log "W5: wake-up latency of read(wait) ($WAKE_N iterations)"
+	perl "$BENCH/wakeup.pl" "$WAKE_N" > "$OUT/w5_wakeup.txt" 2> "$WORK/wakeup.err" \
+		|| problem "wakeup.pl failed: $(tail -3 "$WORK/wakeup.err" | tr '\n' ' ')"
+	for mode in rate full; do
+		rate_args=(); label="4 appenders unthrottled"
+		[ $mode = rate ] && { rate_args=(-R "$W5_RATE"); label="4 appenders at $W5_RATE appends/s in total"; }
+		log "W5: read_all consumer lag, $label"
+		after=$(q -c "SELECT coalesce(max(id), 0) FROM ledger.entries")
+		stopf=$WORK/w5_$mode.stop
+		perl "$BENCH/lag_consumer.pl" "$after" "$stopf" "$OUT/w5_lag_$mode.txt" 2> "$WORK/w5_$mode.err" &
+		cpid=$!
+		sleep 0.5
+		bench_run W5 "appenders_$mode" on 4 "$(script w5 <<EOF
+\set r random(1, 1000000000)
+SELECT ledger.append('w5-' || :client_id, jsonb_build_object('t', extract(epoch FROM clock_timestamp()), 'p', $PAYLOAD));
+EOF
+)" "$W5_DUR" "${rate_args[@]}"
+		touch "$stopf"
+		if ! wait $cpid; then
+			problem "lag_consumer.pl ($mode) failed: $(tail -3 "$WORK/w5_$mode.err" | tr '\n' ' ')"
+			continue
+		fi
+		appended=$(q -c "SELECT count(*) FROM ledger.entries WHERE id > $after AND stream_id IN (SELECT stream_id FROM ledger.streams WHERE name LIKE 'w5-%')")
+		delivered=$(awk '/^delivered/ {print $2}' "$OUT/w5_lag_$mode.txt")
+		order_errors=$(awk '/^order_errors/ {print $2}' "$OUT/w5_lag_$mode.txt")
+		metric "w5_${mode}_appended" "$appended" entries
+		metric "w5_${mode}_delivered" "$delivered" entries
+		[ "$appended" = "$delivered" ] || problem "W5 ($mode): appended $appended entries but read_all delivered $delivered"
+		[ "$order_errors" = 0 ] || problem "W5 ($mode): read_all delivered $order_errors entries out of id order or twice"
+	done
+else
+	problem "W5 skipped: DBD::Pg (libdbd-pg-perl) is not installed"
+fi
+
+# ---------------------------------------------------------------------------
+# 4. the horizon: the same W1 4-client run without shared_preload_libraries
+# ---------------------------------------------------------------------------
+log "stopping the preloaded cluster; starting one without shared_preload_libraries"
+ledger_stop_cluster "$C1"
+C2=$WORK/c2
+start_cluster "$C2" "$WORK/nopreload.conf" || exit 1
+[ -z "$(q -c 'SHOW shared_preload_libraries')" ] || problem "second cluster still preloads: $(q -c 'SHOW shared_preload_libraries')"
+for sync in off on; do
+	bench_run horizon ledger_nopreload $sync 4 "$W1L" "$DUR"
+	bench_run horizon plain_nopreload $sync 4 "$W1P" "$DUR"
+done
+ledger_stop_cluster "$C2"
+
+# ---------------------------------------------------------------------------
+# 5. report
+# ---------------------------------------------------------------------------
+ELAPSED=$(( $(date +%s) - START_EPOCH ))
+metric runtime_seconds "$ELAPSED" s
+metric mode "$([ $QUICK = 1 ] && echo quick || echo full)" ""
+metric duration_per_run "$DUR" s
+metric big_stream_entries "$BIG_N" entries
+metric fsync_line "\"$FSYNC_LINE\"" ""
+perl "$BENCH/report.pl" "$OUT" || { echo "report failed" >&2; exit 1; }
+if command -v gnuplot >/dev/null 2>&1 && [ -s "$OUT/chart.dat" ]; then
+	gnuplot -e "datafile='$OUT/chart.dat'; outfile='$OUT/chart.png'" "$BENCH/chart.gp" 2> "$WORK/gnuplot.err" \
+		|| echo "chart skipped: $(head -3 "$WORK/gnuplot.err")" >&2
+else
+	echo "chart skipped: gnuplot not available" >&2
+fi
+echo
+cat "$OUT/summary.md"
+echo
+echo "results: $OUT (total runtime ${ELAPSED}s)"

@@ -1,0 +1,945 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/worker.c
+ *		The background workers: a launcher, and one worker per database
+ *		that has the extension, which enforces retention and fills the
+ *		export sinks.
+ *
+ * The launcher connects to no database (so it never blocks DROP
+ * DATABASE); at start it offers a worker to every database, and a worker
+ * that finds no extension in its database exits at once.  CREATE EXTENSION
+ * starts its database's worker itself (ledger.start_worker()), so no
+ * restart is needed; after DROP EXTENSION the worker notices and exits.
+ * Both are restarted by the postmaster after a crash, and a worker resumes
+ * from the positions stored in ledger.sinks and in each target.
+ *
+ * A worker sleeps on its latch.  It is registered as a database-wide waiter
+ * (wait.c), so every commit of an append wakes it; create/resume/drop_sink
+ * wake it too; otherwise it wakes every ledger.worker_naptime.
+ *
+ * Exactly-once export: entries are read only below the read_all horizon
+ * (horizon.c), in id order, in batches.  A batch and the sink's position
+ * are written to the target in one target transaction (SQLite) or as
+ * idempotent documents whose _id derives from the entry id (MongoDB); the
+ * worker then records the position in ledger.sinks.  After a crash it
+ * resumes from the larger of the two positions.
+ *
+ * Registry (LedgerShared.workers): protected by worker_mutex, a spinlock,
+ * held only to read or claim a slot.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ledger.h"
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "datatype/timestamp.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "shmem.h"
+#include "sink.h"
+
+PG_FUNCTION_INFO_V1(ledger_start_worker);
+
+PGDLLEXPORT void ledger_launcher_main(Datum arg);
+PGDLLEXPORT void ledger_db_worker_main(Datum arg);
+
+int			ledger_export_batch = 1000;
+
+/* ------------------------------------------------------------------------
+ * Registration
+ * ------------------------------------------------------------------------
+ */
+
+void
+ledger_register_launcher(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ledger");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ledger_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "ledger launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "ledger launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * wait_for_extension: started by CREATE EXTENSION, which has not committed
+ * yet; otherwise (launcher) a database without the extension is left at once.
+ */
+static bool
+start_db_worker(Oid dboid, bool wait_for_extension)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ledger");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ledger_db_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "ledger worker for database %u", dboid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "ledger worker");
+	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
+	worker.bgw_notify_pid = 0;
+	worker.bgw_extra[0] = wait_for_extension ? 1 : 0;
+	return RegisterDynamicBackgroundWorker(&worker, &handle);
+}
+
+/* The registry slot of a database's live worker, or NULL. */
+static LedgerDbWorker *
+find_worker(Oid dboid, int *pid, int *pgprocno)
+{
+	LedgerDbWorker *found = NULL;
+	int			i;
+
+	SpinLockAcquire(&ledger_shared->worker_mutex);
+	for (i = 0; i < LEDGER_MAX_DB_WORKERS; i++)
+	{
+		if (ledger_shared->workers[i].dboid == dboid)
+		{
+			found = &ledger_shared->workers[i];
+			*pid = found->pid;
+			*pgprocno = found->pgprocno;
+			break;
+		}
+	}
+	SpinLockRelease(&ledger_shared->worker_mutex);
+	return found;
+}
+
+/* Wake this database's worker (new or changed sink). */
+void
+ledger_worker_notify(void)
+{
+	int			pid,
+				pgprocno;
+
+	if (ledger_shared == NULL)
+		return;
+	if (find_worker(MyDatabaseId, &pid, &pgprocno))
+		SetLatch(&ProcGlobal->allProcs[pgprocno].procLatch);
+}
+
+Datum
+ledger_start_worker(PG_FUNCTION_ARGS)
+{
+	int			pid,
+				pgprocno;
+
+	if (ledger_shared == NULL)
+		PG_RETURN_BOOL(false);
+	if (find_worker(MyDatabaseId, &pid, &pgprocno))
+		PG_RETURN_BOOL(true);
+	PG_RETURN_BOOL(start_db_worker(MyDatabaseId, true));
+}
+
+void
+ledger_health_worker_checks(ReturnSetInfo *rsinfo)
+{
+	int			pid,
+				pgprocno;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (ledger_shared == NULL)
+		return;
+	values[0] = CStringGetTextDatum("worker");
+	if (find_worker(MyDatabaseId, &pid, &pgprocno))
+	{
+		values[1] = BoolGetDatum(true);
+		values[2] = CStringGetTextDatum(psprintf("ledger worker running as pid %d", pid));
+	}
+	else
+	{
+		values[1] = BoolGetDatum(false);
+		values[2] = CStringGetTextDatum("no ledger worker serves this database; retention and sinks are stalled (check max_worker_processes and the server log)");
+	}
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+
+	/* sinks in error, from the table */
+	if (SPI_connect() == SPI_OK_CONNECT)
+	{
+		int			rc = SPI_execute("SELECT pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) 'error'),"
+									 " pg_catalog.count(*), pg_catalog.string_agg(name || ': ' || COALESCE(last_error, ''), '; ')"
+									 " FILTER (WHERE state OPERATOR(pg_catalog.=) 'error') FROM ledger.sinks",
+									 true, 1);
+
+		if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			bool		isnull;
+			int64		nerr = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			int64		nall = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+			char	   *errs = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+			char	   *detail;
+
+			if (nerr == 0)
+				detail = psprintf(INT64_FORMAT " sinks, none in error", nall);
+			else
+				detail = psprintf(INT64_FORMAT " of " INT64_FORMAT " sinks in error: %s", nerr, nall, errs);
+			values[0] = CStringGetTextDatum("sinks");
+			values[1] = BoolGetDatum(nerr == 0);
+			values[2] = CStringGetTextDatum(detail);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+		SPI_finish();
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * Launcher
+ * ------------------------------------------------------------------------
+ */
+
+void
+ledger_launcher_main(Datum arg)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	List	   *dbs = NIL;
+	ListCell   *lc;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	/* shared catalogs only: holding no database keeps DROP DATABASE free */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("ledger launcher");
+	ledger_shared->launcher_pid = MyProcPid;
+
+	StartTransactionCommand();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (db->datallowconn && !db->datistemplate)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			dbs = lappend_oid(dbs, db->oid);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+
+	foreach(lc, dbs)
+	{
+		int			pid,
+					pgprocno;
+
+		if (!find_worker(lfirst_oid(lc), &pid, &pgprocno) && !start_db_worker(lfirst_oid(lc), false))
+			ereport(LOG,
+					(errmsg("ledger launcher could not start a worker for database %u", lfirst_oid(lc)),
+					 errhint("Raise max_worker_processes.")));
+	}
+
+	/* Stay, so that a crash restart of the server runs the launcher again. */
+	while (!ShutdownRequestPending)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 60 * 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+	proc_exit(0);
+}
+
+/* ------------------------------------------------------------------------
+ * Per-database worker
+ * ------------------------------------------------------------------------
+ */
+
+typedef struct SinkState
+{
+	char	   *name;
+	char	   *identity;		/* kind|target|options|created_at: reopen on change */
+	const LedgerSinkOps *ops;
+	void	   *handle;
+	int64		target_position;
+	int			failures;
+	TimestampTz retry_at;
+} SinkState;
+
+static SinkState *sink_states = NULL;
+static int	nsink_states = 0;
+static LedgerDbWorker *my_registry_slot = NULL;
+
+static void
+release_registry_slot(int code, Datum arg)
+{
+	int			i;
+
+	if (my_registry_slot == NULL)
+		return;
+	SpinLockAcquire(&ledger_shared->worker_mutex);
+	my_registry_slot->dboid = InvalidOid;
+	my_registry_slot->pid = 0;
+	SpinLockRelease(&ledger_shared->worker_mutex);
+	my_registry_slot = NULL;
+	for (i = 0; i < nsink_states; i++)
+		if (sink_states[i].handle)
+			sink_states[i].ops->close(sink_states[i].handle);
+	nsink_states = 0;
+}
+
+/* Claim this database's registry slot; false if another worker has it. */
+static bool
+claim_registry_slot(void)
+{
+	int			i;
+	int			free_slot = -1;
+	bool		taken = false;
+
+	SpinLockAcquire(&ledger_shared->worker_mutex);
+	for (i = 0; i < LEDGER_MAX_DB_WORKERS; i++)
+	{
+		LedgerDbWorker *w = &ledger_shared->workers[i];
+
+		if (w->dboid == MyDatabaseId)
+			taken = true;
+		else if (w->dboid == InvalidOid && free_slot < 0)
+			free_slot = i;
+	}
+	if (!taken && free_slot >= 0)
+	{
+		my_registry_slot = &ledger_shared->workers[free_slot];
+		my_registry_slot->dboid = MyDatabaseId;
+		my_registry_slot->pid = MyProcPid;
+		my_registry_slot->pgprocno = MyProc->pgprocno;
+	}
+	SpinLockRelease(&ledger_shared->worker_mutex);
+	if (!taken && free_slot < 0)
+		ereport(LOG,
+				(errmsg("ledger: more than %d databases use ledger; database %u gets no worker",
+						LEDGER_MAX_DB_WORKERS, MyDatabaseId)));
+	return my_registry_slot != NULL;
+}
+
+static bool
+extension_present(void)
+{
+	bool		present;
+
+	StartTransactionCommand();
+	present = OidIsValid(get_extension_oid("ledger", true));
+	CommitTransactionCommand();
+	return present;
+}
+
+/*
+ * Run fn in its own transaction; an error is logged and the transaction
+ * rolled back, so one failing stream or sink never stops the worker.
+ */
+static bool
+run_in_transaction(bool (*fn) (void *), void *arg, const char *what)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile bool result = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, what);
+	PG_TRY();
+	{
+		result = fn(arg);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		result = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return result;
+}
+
+/* --- retention --------------------------------------------------------- */
+
+typedef struct RetentionRule
+{
+	char	   *stream;
+	bool		has_max_entries;
+	int64		max_entries;
+	Interval   *max_age;
+	int64		deleted;
+} RetentionRule;
+
+typedef struct RetentionList
+{
+	MemoryContext cxt;
+	List	   *rules;
+} RetentionList;
+
+static bool
+load_retention_rules(void *arg)
+{
+	RetentionList *list = (RetentionList *) arg;
+	uint64		r;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ledger: SPI_connect failed");
+	rc = SPI_execute("SELECT s.name::pg_catalog.text, r.max_entries, r.max_age FROM ledger.streams s"
+					 " CROSS JOIN LATERAL (SELECT st.max_entries, st.max_age FROM ledger.stream_settings st"
+					 " WHERE (st.max_entries IS NOT NULL OR st.max_age IS NOT NULL)"
+					 " AND (st.pattern OPERATOR(pg_catalog.=) s.name"
+					 " OR (pg_catalog.right(st.pattern, 1) OPERATOR(pg_catalog.=) '*'"
+					 " AND pg_catalog.starts_with(s.name, pg_catalog.left(st.pattern, -1))))"
+					 " ORDER BY (st.pattern OPERATOR(pg_catalog.=) s.name) DESC,"
+					 " pg_catalog.length(st.pattern) DESC LIMIT 1) r"
+					 " WHERE s.last_seq OPERATOR(pg_catalog.>) s.trimmed_seq",
+					 true, 0);
+	ledger_spi_check(rc, SPI_OK_SELECT, "retention rules");
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext old = MemoryContextSwitchTo(list->cxt);
+		RetentionRule *rule = palloc0(sizeof(RetentionRule));
+		bool		isnull;
+		Datum		d;
+
+		rule->stream = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+		d = SPI_getbinval(tup, desc, 2, &isnull);
+		rule->has_max_entries = !isnull;
+		rule->max_entries = isnull ? 0 : DatumGetInt64(d);
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		if (!isnull)
+		{
+			rule->max_age = palloc(sizeof(Interval));
+			memcpy(rule->max_age, DatumGetIntervalP(d), sizeof(Interval));
+		}
+		list->rules = lappend(list->rules, rule);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return true;
+}
+
+static bool
+enforce_one_rule(void *arg)
+{
+	RetentionRule *rule = (RetentionRule *) arg;
+
+	rule->deleted = LedgerEnforceRetention(rule->stream, rule->has_max_entries,
+										   rule->max_entries, rule->max_age,
+										   ledger_retention_batch);
+	return true;
+}
+
+/* One retention pass; true when some stream has more to delete. */
+static bool
+retention_pass(MemoryContext cxt)
+{
+	RetentionList list;
+	ListCell   *lc;
+	bool		more = false;
+
+	list.cxt = cxt;
+	list.rules = NIL;
+	if (!run_in_transaction(load_retention_rules, &list, "ledger: loading retention rules"))
+		return false;
+	foreach(lc, list.rules)
+	{
+		RetentionRule *rule = lfirst(lc);
+
+		CHECK_FOR_INTERRUPTS();
+		rule->deleted = 0;
+		if (run_in_transaction(enforce_one_rule, rule, "ledger: enforcing retention") &&
+			rule->deleted >= ledger_retention_batch)
+			more = true;
+	}
+	return more;
+}
+
+/* --- sinks ----------------------------------------------------------- */
+
+typedef struct SinkRow
+{
+	char	   *name;
+	char	   *kind;
+	char	   *target;
+	char	   *streams;
+	char	   *options;
+	char	   *state;
+	int64		position;
+	char	   *identity;
+} SinkRow;
+
+typedef struct SinkList
+{
+	MemoryContext cxt;
+	List	   *sinks;
+} SinkList;
+
+static bool
+load_sinks(void *arg)
+{
+	SinkList   *list = (SinkList *) arg;
+	uint64		r;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ledger: SPI_connect failed");
+	rc = SPI_execute("SELECT name::pg_catalog.text, kind, target, streams::pg_catalog.text,"
+					 " options::pg_catalog.text, state, position, created_at::pg_catalog.text"
+					 " FROM ledger.sinks ORDER BY name", true, 0);
+	ledger_spi_check(rc, SPI_OK_SELECT, "sink list");
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext old = MemoryContextSwitchTo(list->cxt);
+		SinkRow    *sink = palloc0(sizeof(SinkRow));
+		bool		isnull;
+
+		sink->name = SPI_getvalue(tup, desc, 1);
+		sink->kind = SPI_getvalue(tup, desc, 2);
+		sink->target = SPI_getvalue(tup, desc, 3);
+		sink->streams = SPI_getvalue(tup, desc, 4);
+		sink->options = SPI_getvalue(tup, desc, 5);
+		sink->state = SPI_getvalue(tup, desc, 6);
+		sink->position = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
+		sink->identity = psprintf("%s|%s|%s|%s", sink->kind, sink->target, sink->options,
+								  SPI_getvalue(tup, desc, 8));
+		list->sinks = lappend(list->sinks, sink);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return true;
+}
+
+static SinkState *
+sink_state_for(SinkRow *sink)
+{
+	int			i;
+	SinkState  *st;
+
+	for (i = 0; i < nsink_states; i++)
+	{
+		st = &sink_states[i];
+		if (strcmp(st->name, sink->name) != 0)
+			continue;
+		if (strcmp(st->identity, sink->identity) == 0)
+			return st;
+		/* recreated with other settings: start over */
+		if (st->handle)
+			st->ops->close(st->handle);
+		pfree(st->identity);
+		st->identity = MemoryContextStrdup(TopMemoryContext, sink->identity);
+		st->handle = NULL;
+		st->failures = 0;
+		st->retry_at = 0;
+		return st;
+	}
+	if (sink_states == NULL)
+		sink_states = MemoryContextAlloc(TopMemoryContext, sizeof(SinkState) * LEDGER_MAX_DB_WORKERS);
+	if (nsink_states >= LEDGER_MAX_DB_WORKERS)
+		sink_states = repalloc(sink_states, sizeof(SinkState) * (nsink_states + 1));
+	st = &sink_states[nsink_states++];
+	memset(st, 0, sizeof(SinkState));
+	st->name = MemoryContextStrdup(TopMemoryContext, sink->name);
+	st->identity = MemoryContextStrdup(TopMemoryContext, sink->identity);
+	st->ops = ledger_sink_ops(sink->kind);
+	return st;
+}
+
+/* Close the states of sinks that were dropped. */
+static void
+forget_dropped_sinks(List *sinks)
+{
+	int			i = 0;
+
+	while (i < nsink_states)
+	{
+		ListCell   *lc;
+		bool		present = false;
+
+		foreach(lc, sinks)
+			if (strcmp(((SinkRow *) lfirst(lc))->name, sink_states[i].name) == 0)
+				present = true;
+		if (present)
+		{
+			i++;
+			continue;
+		}
+		if (sink_states[i].handle)
+			sink_states[i].ops->close(sink_states[i].handle);
+		pfree(sink_states[i].name);
+		pfree(sink_states[i].identity);
+		sink_states[i] = sink_states[--nsink_states];
+	}
+}
+
+typedef struct SinkStep
+{
+	SinkRow    *sink;
+	SinkState  *state;
+	MemoryContext cxt;
+	/* filled by fetch_batch */
+	LedgerExportRow *rows;
+	int			nrows;
+	int64		scanned_to;		/* every matching id <= this is in rows */
+	/* for record_* */
+	char	   *error;
+} SinkStep;
+
+static int64
+unix_micros(TimestampTz ts)
+{
+	return ts + ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+}
+
+static bool
+fetch_batch(void *arg)
+{
+	static SPIPlanPtr plan = NULL;
+	SinkStep   *step = (SinkStep *) arg;
+	int64		from = Max(step->sink->position, step->state->target_position);
+	int64		horizon;
+	Datum		args[4];
+	uint64		r;
+	int			rc;
+
+	step->nrows = 0;
+	step->scanned_to = from;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ledger: SPI_connect failed");
+	horizon = ledger_horizon();
+	if (horizon <= from + 1)
+	{
+		SPI_finish();
+		return true;
+	}
+	if (plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, INT8OID, TEXTOID, INT8OID};
+
+		plan = ledger_prepare_plan("SELECT e.id, s.name::pg_catalog.text, e.seq, e.payload::pg_catalog.text,"
+								   " e.order_key::pg_catalog.text, e.dedup_key::pg_catalog.text, e.schema_version,"
+								   " e.metadata::pg_catalog.text, pg_catalog.to_jsonb(e.tags)::pg_catalog.text,"
+								   " e.annotations::pg_catalog.text, e.created_at, e.updated_at"
+								   " FROM ledger.entries e JOIN ledger.streams s"
+								   " ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id"
+								   " WHERE e.id OPERATOR(pg_catalog.>) $1 AND e.id OPERATOR(pg_catalog.<) $2"
+								   " AND ($3 OPERATOR(pg_catalog.=) '*' OR s.name OPERATOR(pg_catalog.=) $3"
+								   " OR (pg_catalog.right($3, 1) OPERATOR(pg_catalog.=) '*'"
+								   " AND pg_catalog.starts_with(s.name, pg_catalog.left($3, -1))))"
+								   " ORDER BY e.id LIMIT $4",
+								   4, types);
+	}
+	args[0] = Int64GetDatum(from);
+	args[1] = Int64GetDatum(horizon);
+	args[2] = CStringGetTextDatum(step->sink->streams);
+	args[3] = Int64GetDatum(ledger_export_batch);
+	rc = SPI_execute_plan(plan, args, NULL, true, 0);
+	ledger_spi_check(rc, SPI_OK_SELECT, "export batch");
+
+	{
+		MemoryContext old = MemoryContextSwitchTo(step->cxt);
+
+		step->rows = palloc0(sizeof(LedgerExportRow) * Max(SPI_processed, 1));
+		for (r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			LedgerExportRow *row = &step->rows[r];
+			bool		isnull;
+			Datum		d;
+
+			row->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			row->stream = SPI_getvalue(tup, desc, 2);
+			row->seq = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+			row->payload_json = SPI_getvalue(tup, desc, 4);
+			row->order_key = SPI_getvalue(tup, desc, 5);
+			row->dedup_key = SPI_getvalue(tup, desc, 6);
+			row->schema_version = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+			row->metadata_json = SPI_getvalue(tup, desc, 8);
+			row->tags_json = SPI_getvalue(tup, desc, 9);
+			row->annotations_json = SPI_getvalue(tup, desc, 10);
+			row->created_at_us = unix_micros(DatumGetTimestampTz(SPI_getbinval(tup, desc, 11, &isnull)));
+			d = SPI_getbinval(tup, desc, 12, &isnull);
+			row->has_updated_at = !isnull;
+			row->updated_at_us = isnull ? 0 : unix_micros(DatumGetTimestampTz(d));
+		}
+		MemoryContextSwitchTo(old);
+	}
+	step->nrows = (int) SPI_processed;
+	/* a short batch means every matching entry below the horizon is in it */
+	step->scanned_to = step->nrows < ledger_export_batch ? horizon - 1 :
+		step->rows[step->nrows - 1].id;
+	SPI_finish();
+	return true;
+}
+
+static bool
+record_success(void *arg)
+{
+	static SPIPlanPtr plan = NULL;
+	SinkStep   *step = (SinkStep *) arg;
+	Datum		args[3];
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ledger: SPI_connect failed");
+	if (plan == NULL)
+	{
+		Oid			types[3] = {TEXTOID, INT8OID, INT8OID};
+
+		plan = ledger_prepare_plan("UPDATE ledger.sinks SET position = GREATEST(position, $2),"
+								   " exported_total = exported_total OPERATOR(pg_catalog.+) $3,"
+								   " state = CASE WHEN state OPERATOR(pg_catalog.=) 'error' THEN 'active' ELSE state END"
+								   " WHERE name OPERATOR(pg_catalog.=) $1",
+								   3, types);
+	}
+	args[0] = CStringGetTextDatum(step->sink->name);
+	args[1] = Int64GetDatum(step->scanned_to);
+	args[2] = Int64GetDatum(step->nrows);
+	rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	ledger_spi_check(rc, SPI_OK_UPDATE, "sink position update");
+	SPI_finish();
+	return true;
+}
+
+static bool
+record_error(void *arg)
+{
+	static SPIPlanPtr plan = NULL;
+	SinkStep   *step = (SinkStep *) arg;
+	Datum		args[2];
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ledger: SPI_connect failed");
+	if (plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, TEXTOID};
+
+		plan = ledger_prepare_plan("UPDATE ledger.sinks SET last_error = $2, last_error_at = pg_catalog.now(),"
+								   " state = CASE WHEN state OPERATOR(pg_catalog.=) 'paused' THEN state ELSE 'error' END"
+								   " WHERE name OPERATOR(pg_catalog.=) $1",
+								   2, types);
+	}
+	args[0] = CStringGetTextDatum(step->sink->name);
+	args[1] = CStringGetTextDatum(step->error);
+	rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	ledger_spi_check(rc, SPI_OK_UPDATE, "sink error update");
+	SPI_finish();
+	return true;
+}
+
+static void
+sink_failed(SinkStep *step, const char *message)
+{
+	SinkState  *st = step->state;
+	int			backoff_s = 1 << Min(st->failures, 6);	/* 1 s .. 64 s */
+
+	st->failures++;
+	st->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff_s * 1000);
+	if (st->handle)
+	{
+		st->ops->close(st->handle);
+		st->handle = NULL;
+	}
+	step->error = pstrdup(message);
+	ereport(LOG,
+			(errmsg("ledger sink \"%s\" failed, retrying in %d s: %s",
+					step->sink->name, backoff_s, message)));
+	(void) run_in_transaction(record_error, step, "ledger: recording sink error");
+}
+
+/* Export one batch to one sink; true when it has more to export now. */
+static bool
+export_step(SinkRow *sink, MemoryContext cxt)
+{
+	SinkState  *st = sink_state_for(sink);
+	SinkStep	step;
+	char		err[1024];
+
+	if (st->ops == NULL || strcmp(sink->state, "paused") == 0)
+		return false;
+	/* resume_sink() sets the state back to active: retry at once */
+	if (strcmp(sink->state, "active") == 0 && st->failures > 0 && st->handle == NULL)
+		st->retry_at = 0;
+	if (st->retry_at > GetCurrentTimestamp())
+		return false;
+
+	memset(&step, 0, sizeof(step));
+	step.sink = sink;
+	step.state = st;
+	step.cxt = cxt;
+
+	if (st->handle == NULL)
+	{
+		int64		pos = 0;
+
+		err[0] = '\0';
+		st->handle = st->ops->open(sink->name, sink->target, sink->options, err, sizeof(err));
+		if (st->handle == NULL)
+		{
+			sink_failed(&step, err);
+			return false;
+		}
+		if (st->ops->position(st->handle, &pos, err, sizeof(err)) != 0)
+		{
+			sink_failed(&step, err);
+			return false;
+		}
+		st->target_position = pos;
+	}
+
+	if (!run_in_transaction(fetch_batch, &step, "ledger: reading an export batch"))
+		return false;
+	if (step.nrows > 0)
+	{
+		err[0] = '\0';
+		if (st->ops->write(st->handle, step.rows, step.nrows, err, sizeof(err)) != 0)
+		{
+			sink_failed(&step, err);
+			return false;
+		}
+		st->target_position = step.rows[step.nrows - 1].id;
+	}
+	st->failures = 0;
+	if (step.scanned_to > sink->position || step.nrows > 0 || strcmp(sink->state, "error") == 0)
+		(void) run_in_transaction(record_success, &step, "ledger: recording sink position");
+	return step.nrows >= ledger_export_batch;
+}
+
+static bool
+sinks_pass(MemoryContext cxt)
+{
+	SinkList	list;
+	ListCell   *lc;
+	bool		more = false;
+
+	list.cxt = cxt;
+	list.sinks = NIL;
+	if (!run_in_transaction(load_sinks, &list, "ledger: loading sinks"))
+		return false;
+	forget_dropped_sinks(list.sinks);
+	foreach(lc, list.sinks)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (export_step((SinkRow *) lfirst(lc), cxt))
+			more = true;
+	}
+	return more;
+}
+
+void
+ledger_db_worker_main(Datum arg)
+{
+	Oid			dboid = DatumGetObjectId(arg);
+	int			max_tries = MyBgworkerEntry->bgw_extra[0] ? 50 : 0;
+	MemoryContext pass_cxt;
+	int			tries;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname("ledger worker");
+
+	if (!claim_registry_slot())
+		proc_exit(0);
+	before_shmem_exit(release_registry_slot, (Datum) 0);
+
+	/*
+	 * CREATE EXTENSION starts us before it commits: give it a moment.  A
+	 * database without the extension is left alone.
+	 */
+	for (tries = 0; !extension_present(); tries++)
+	{
+		if (tries >= max_tries)
+			proc_exit(0);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 200L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	StartTransactionCommand();
+	ereport(LOG, (errmsg("ledger worker started for database \"%s\"",
+						 get_database_name(MyDatabaseId))));
+	CommitTransactionCommand();
+
+	pass_cxt = AllocSetContextCreate(TopMemoryContext, "ledger worker pass",
+									 ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		bool		more = false;
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		/* wake on every commit of an append; registered before we read */
+		ledger_wait_register(0);
+
+		MemoryContextReset(pass_cxt);
+		old = MemoryContextSwitchTo(pass_cxt);
+		if (!extension_present())
+		{
+			ereport(LOG, (errmsg("ledger extension was dropped; ledger worker exits")));
+			proc_exit(0);
+		}
+		more |= retention_pass(pass_cxt);
+		more |= sinks_pass(pass_cxt);
+		MemoryContextSwitchTo(old);
+
+		pgstat_report_stat(true);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 more ? 0L : (long) ledger_worker_naptime_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
