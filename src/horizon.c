@@ -41,6 +41,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 
 #include "shmem.h"
 
@@ -163,9 +164,17 @@ ledger_horizon_before_id(void)
 	else
 	{
 		LOCKTAG		tag;
+		ResourceOwner save = CurrentResourceOwner;
 
+		/*
+		 * The floor belongs to the whole transaction: a rolled-back
+		 * subtransaction must not release it while later appends of the
+		 * same transaction rely on it.
+		 */
 		set_floor_locktag(&tag, floor);
+		CurrentResourceOwner = TopTransactionResourceOwner;
 		(void) LockAcquire(&tag, ShareLock, false, false);
+		CurrentResourceOwner = save;
 	}
 	xact_floor = floor;
 }

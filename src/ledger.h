@@ -94,7 +94,8 @@ extern TupleDesc ledger_entry_tupdesc(void);
 /* retention.c */
 extern int64 LedgerTrim(const char *stream, int64 before_id, int64 max_rows);
 extern int64 LedgerEnforceRetention(const char *stream, bool has_max_entries,
-									int64 max_entries, Interval *max_age, int64 batch);
+									int64 max_entries, Interval *max_age,
+									int64 export_floor, int64 batch);
 
 /* upcast.c */
 typedef struct LedgerUpcastPlan LedgerUpcastPlan;

@@ -25,6 +25,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
 PG_FUNCTION_INFO_V1(ledger_read);
@@ -262,7 +263,12 @@ ledger_read(PG_FUNCTION_ARGS)
 
 			sink.target = sink.explicit_target ? PG_GETARG_INT32(9) : stream.schema_version;
 			args[1] = Int32GetDatum(stream.stream_id);
-			rc = SPI_execute_plan(read_plan(variant), args, argnulls, false, limit);
+			/* A waiting read must see commits made after its transaction began. */
+			if (waiting)
+				PushActiveSnapshot(GetLatestSnapshot());
+			rc = SPI_execute_plan(read_plan(variant), args, argnulls, waiting, limit);
+			if (waiting)
+				PopActiveSnapshot();
 			ledger_spi_check(rc, SPI_OK_SELECT, "read");
 			/* emit_entry may run queries of its own: keep our result */
 			tuptable = SPI_tuptable;
@@ -367,7 +373,16 @@ ledger_read_all(PG_FUNCTION_ARGS)
 		if (horizon > after + 1)
 		{
 			args[1] = Int64GetDatum(horizon);
-			rc = SPI_execute_plan(plans[variant], args, NULL, false, limit);
+
+			/*
+			 * Read with a snapshot taken after the horizon, even in a
+			 * REPEATABLE READ transaction: an older snapshot could miss an
+			 * entry below the horizon that committed since, and the next
+			 * call (after a higher id) would skip it for good.
+			 */
+			PushActiveSnapshot(GetLatestSnapshot());
+			rc = SPI_execute_plan(plans[variant], args, NULL, true, limit);
+			PopActiveSnapshot();
 			ledger_spi_check(rc, SPI_OK_SELECT, "read_all");
 			tuptable = SPI_tuptable;
 			nrows = SPI_processed;

@@ -126,11 +126,14 @@ LedgerTrim(const char *stream_name, int64 before_id, int64 max_rows)
  * One retention step for a stream: find the cut that max_entries and
  * max_age ask for, and trim at most batch entries below it.  The cut keeps
  * trims a prefix of the stream: with max_age, entries are walked in id
- * order and the cut stops at the first one young enough to stay.
+ * order and the cut stops at the first one young enough to stay.  An
+ * active sink that matches the stream holds the cut at its position, so the
+ * export (an archive) keeps every entry; paused sinks and sinks in error do
+ * not hold retention back.
  */
 int64
 LedgerEnforceRetention(const char *stream_name, bool has_max_entries, int64 max_entries,
-					   Interval *max_age, int64 batch)
+					   Interval *max_age, int64 export_floor, int64 batch)
 {
 	static SPIPlanPtr seq_plan = NULL;
 	static SPIPlanPtr age_plan = NULL;
@@ -195,6 +198,9 @@ LedgerEnforceRetention(const char *stream_name, bool has_max_entries, int64 max_
 	}
 	SPI_finish();
 
+	/* never remove what an active sink has yet to export (-1: no sink) */
+	if (export_floor >= 0)
+		before_id = Min(before_id, export_floor);
 	if (before_id <= 0)
 		return 0;
 	return LedgerTrim(stream_name, before_id, batch);

@@ -405,6 +405,8 @@ typedef struct RetentionRule
 	bool		has_max_entries;
 	int64		max_entries;
 	Interval   *max_age;
+	bool		has_export_floor;
+	int64		export_floor;	/* active sinks have exported up to here */
 	int64		deleted;
 } RetentionRule;
 
@@ -423,7 +425,13 @@ load_retention_rules(void *arg)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ledger: SPI_connect failed");
-	rc = SPI_execute("SELECT s.name::pg_catalog.text, r.max_entries, r.max_age FROM ledger.streams s"
+	rc = SPI_execute("SELECT s.name::pg_catalog.text, r.max_entries, r.max_age,"
+					 " (SELECT pg_catalog.min(k.position) FROM ledger.sinks k"
+					 " WHERE k.state OPERATOR(pg_catalog.=) 'active'"
+					 " AND (k.streams OPERATOR(pg_catalog.=) s.name"
+					 " OR (pg_catalog.right(k.streams, 1) OPERATOR(pg_catalog.=) '*'"
+					 " AND pg_catalog.starts_with(s.name, pg_catalog.left(k.streams, -1)))))"
+					 " FROM ledger.streams s"
 					 " CROSS JOIN LATERAL (SELECT st.max_entries, st.max_age FROM ledger.stream_settings st"
 					 " WHERE (st.max_entries IS NOT NULL OR st.max_age IS NOT NULL)"
 					 " AND (st.pattern OPERATOR(pg_catalog.=) s.name"
@@ -453,6 +461,9 @@ load_retention_rules(void *arg)
 			rule->max_age = palloc(sizeof(Interval));
 			memcpy(rule->max_age, DatumGetIntervalP(d), sizeof(Interval));
 		}
+		d = SPI_getbinval(tup, desc, 4, &isnull);
+		rule->export_floor = isnull ? 0 : DatumGetInt64(d);
+		rule->has_export_floor = !isnull;
 		list->rules = lappend(list->rules, rule);
 		MemoryContextSwitchTo(old);
 	}
@@ -467,6 +478,7 @@ enforce_one_rule(void *arg)
 
 	rule->deleted = LedgerEnforceRetention(rule->stream, rule->has_max_entries,
 										   rule->max_entries, rule->max_age,
+										   rule->has_export_floor ? rule->export_floor : -1,
 										   ledger_retention_batch);
 	return true;
 }
@@ -933,8 +945,9 @@ ledger_db_worker_main(Datum arg)
 			ereport(LOG, (errmsg("ledger extension was dropped; ledger worker exits")));
 			proc_exit(0);
 		}
-		more |= retention_pass(pass_cxt);
+		/* export first, so that retention removes only what was exported */
 		more |= sinks_pass(pass_cxt);
+		more |= retention_pass(pass_cxt);
 		MemoryContextSwitchTo(old);
 
 		pgstat_report_stat(true);

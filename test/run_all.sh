@@ -84,7 +84,7 @@ if [ -n "${PGPORT:-}" ]; then
 	for t in "$SRC"/test/*.sh; do
 		name=$(basename "$t" .sh)
 		as_test_user env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres PGDATABASE=postgres \
-			LEDGER_SRC="$WORK/tree" bash "$WORK/tree/test/$name.sh" >"$WORK/$name.log" 2>&1
+			PGDATA="$WORK/cluster/data" LEDGER_SRC="$WORK/tree" bash "$WORK/tree/test/$name.sh" >"$WORK/$name.log" 2>&1
 		rc=$?
 		last=$(tail -1 "$WORK/$name.log")
 		echo "    $name: $last"

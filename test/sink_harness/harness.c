@@ -14,6 +14,9 @@
  *	harness mongo URI DB				 -> write scenario + read back
  *	harness mongo-open URI OPTIONS		 -> open only, timed: "OK" or
  *											"ERR <ms> <message>"
+ *	harness mongo-dump URI DB COLL		 -> every document in _id order, one
+ *											relaxed extended JSON line each
+ *											(used by test/worker_sinks.sh)
  *
  * The scenarios print one "ok - ..." or "not ok - ..." line per assertion
  * (run.sh counts them) and exit 1 if any failed.
@@ -622,6 +625,45 @@ cmd_mongo_open(const char *uri_text, const char *options)
 	return 0;
 }
 
+static int
+cmd_mongo_dump(const char *uri_text, const char *db, const char *coll)
+{
+	mongoc_client_t *client = mongoc_client_new(uri_text);
+	mongoc_collection_t *collection;
+	mongoc_cursor_t *cursor;
+	bson_t	   *filter = bson_new();
+	bson_t	   *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
+	const bson_t *doc;
+	bson_error_t error;
+	int			rc = 0;
+
+	if (client == NULL)
+	{
+		fprintf(stderr, "bad URI\n");
+		return 1;
+	}
+	collection = mongoc_client_get_collection(client, db, coll);
+	cursor = mongoc_collection_find_with_opts(collection, filter, opts, NULL);
+	while (mongoc_cursor_next(cursor, &doc))
+	{
+		char	   *json = bson_as_relaxed_extended_json(doc, NULL);
+
+		printf("%s\n", json);
+		bson_free(json);
+	}
+	if (mongoc_cursor_error(cursor, &error))
+	{
+		fprintf(stderr, "find failed: %s\n", error.message);
+		rc = 1;
+	}
+	mongoc_cursor_destroy(cursor);
+	mongoc_collection_destroy(collection);
+	mongoc_client_destroy(client);
+	bson_destroy(filter);
+	bson_destroy(opts);
+	return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -640,6 +682,8 @@ main(int argc, char **argv)
 		rc = cmd_sqlite_locked(argv[2]);
 	else if (argc == 4 && strcmp(argv[1], "mongo") == 0)
 		rc = cmd_mongo(argv[2], argv[3]);
+	else if (argc == 5 && strcmp(argv[1], "mongo-dump") == 0)
+		rc = cmd_mongo_dump(argv[2], argv[3], argv[4]);
 	else if (argc == 4 && strcmp(argv[1], "mongo-open") == 0)
 		rc = cmd_mongo_open(argv[2], argv[3]);
 	else

@@ -151,5 +151,29 @@ $node->command_ok([ 'pg_restore', '--exit-on-error', '-d', 'dst2', $node->basedi
 is($node->safe_psql('dst2', $q{entries}), $node->safe_psql('dst', $q{entries}),
 	'second round trip keeps entries');
 
+# parallel restore (-j 2) of the same archive
+$node->safe_psql('postgres', 'CREATE DATABASE dstj');
+$node->command_ok([ 'pg_restore', '--exit-on-error', '-j', '2', '-d', 'dstj', $dump ],
+	'pg_restore -j 2');
+for my $k (qw(entries streams settings upcasters read_all))
+{
+	is($node->safe_psql('dstj', $q{$k}), $before{$k}, "parallel restore: $k equal to source");
+}
+cmp_ok($node->safe_psql('dstj', q{SELECT ledger.append('audit', '{}')}), '>', $max_id,
+	'parallel restore: next id above the restored maximum');
+
+# an empty ledger (sequence never used) dumps and restores, and starts at id 1
+$node->safe_psql('postgres', 'CREATE DATABASE empty_src');
+$node->safe_psql('empty_src', 'CREATE EXTENSION ledger');
+$node->command_ok([ 'pg_dump', '-Fc', '-d', 'empty_src', '-f', $node->basedir . '/empty.dump' ],
+	'pg_dump of an empty ledger');
+$node->safe_psql('postgres', 'CREATE DATABASE empty_dst');
+$node->command_ok([ 'pg_restore', '--exit-on-error', '-d', 'empty_dst', $node->basedir . '/empty.dump' ],
+	'pg_restore of an empty ledger');
+is($node->safe_psql('empty_dst', q{SELECT count(*) FROM ledger.read_all()}), '0', 'empty read_all');
+is($node->safe_psql('empty_dst', q{SELECT ledger.append('s', '{}')}), '1', 'first id is 1');
+is($node->safe_psql('empty_dst', q{SELECT string_agg(id::text, ',') FROM ledger.read_all()}), '1',
+	'read_all sees it');
+
 $node->stop;
 done_testing();

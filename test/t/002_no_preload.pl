@@ -10,6 +10,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 
 my $node = PostgreSQL::Test::Cluster->new('nopreload');
 $node->init;
@@ -125,6 +126,103 @@ ok($node->poll_query_until('postgres',
 	'terminating the appender releases the horizon; its entry never appears');
 $slow2->quit;
 $slow->quit;
+
+# The floor must survive a rolled-back savepoint: the first append of the
+# transaction ran inside a savepoint that was rolled back, a later append of
+# the same transaction is still open and must hold read_all back.
+sub consume_once
+{
+	my ($after) = @_;
+	my $csv = $node->safe_psql('postgres',
+		"SELECT string_agg(id::text, ',' ORDER BY id) FROM ledger.read_all($after, 100)");
+	return $csv eq '' ? () : split(/,/, $csv);
+}
+my $sp = $node->background_psql('postgres');
+my $sp_base = $node->safe_psql('postgres', q{SELECT max(id) FROM ledger.entries});
+$sp->query_safe('BEGIN');
+$sp->query_safe('SAVEPOINT s');
+$sp->query_safe(q{SELECT ledger.append('sp', '{"gone": true}')});
+$sp->query_safe('ROLLBACK TO SAVEPOINT s');
+my $sp_id = $sp->query_safe(q{SELECT ledger.append('sp', '{"kept": true}')});
+my $sp_later = $node->safe_psql('postgres', q{SELECT ledger.append('fast', '{"after": "savepoint"}')});
+cmp_ok($sp_later, '>', $sp_id, 'the committed append got a higher id than the open one');
+my @sp_seen = consume_once($sp_base);
+is(scalar @sp_seen, 0, 'read_all is held back by an append made after a rolled-back savepoint');
+$sp->query_safe('COMMIT');
+push @sp_seen, consume_once(@sp_seen ? $sp_seen[-1] : $sp_base);
+is(join(',', @sp_seen), "$sp_id,$sp_later",
+	'a consumer following read_all(after => last) sees both, in order (no skip)');
+
+# the same through a PL/pgSQL exception block (a subtransaction) that fails
+$sp_base = $sp_later;
+$sp->query_safe('BEGIN');
+$sp->query_safe(q{DO $$ BEGIN PERFORM ledger.append('sp', '{"gone": 2}'); RAISE EXCEPTION 'undo'; EXCEPTION WHEN raise_exception THEN NULL; END $$});
+my $sp_id2 = $sp->query_safe(q{SELECT ledger.append('sp', '{"kept": 2}')});
+my $sp_later2 = $node->safe_psql('postgres', q{SELECT ledger.append('fast', '{"after": "exception block"}')});
+@sp_seen = consume_once($sp_base);
+is(scalar @sp_seen, 0, 'read_all is held back after a failed exception block in the appender');
+$sp->query_safe('COMMIT');
+push @sp_seen, consume_once(@sp_seen ? $sp_seen[-1] : $sp_base);
+is(join(',', @sp_seen), "$sp_id2,$sp_later2",
+	'a consumer following read_all(after => last) sees both, in order (no skip)');
+$sp->quit;
+
+# --- a consumer loop against concurrent appenders, through the lock table ---
+my @workers;
+sub start_script
+{
+	my ($name, $sql) = @_;
+	my $file = $node->basedir . "/$name.sql";
+	open my $fh, '>', $file or die "cannot write $file: $!";
+	print $fh $sql;
+	close $fh;
+	my %w = (name => $name, out => '', err => '');
+	$w{h} = IPC::Run::start(
+		[ 'psql', '-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres'), '-f', $file ],
+		'>', \$w{out}, '2>', \$w{err});
+	push @workers, \%w;
+}
+my $c_last = $node->safe_psql('postgres', 'SELECT max(id) FROM ledger.entries');
+my $c_start = $c_last;
+start_script('auto', join '', map { "SELECT ledger.append('w-auto', '{\"i\": $_}');\n" } 1 .. 100);
+start_script('slow', join '', map {
+	"BEGIN;\nSELECT ledger.append('w-slow', '{\"s\": $_}');\nSELECT pg_sleep(0.8);\nCOMMIT;\n" } 1 .. 3);
+start_script('multi', join '', map {
+	"BEGIN;\nSELECT ledger.append('w-m1', '{}');\nSELECT pg_sleep(random() * 0.03);\n"
+	  . "SELECT count(*) FROM ledger.append_batch('w-m2', '[{\"payload\":{}},{\"payload\":{}}]'::jsonb);\nCOMMIT;\n" } 1 .. 30);
+start_script('rollback', join '', map {
+	"BEGIN;\nSELECT ledger.append('w-rb', '{\"gone\": $_}');\nSELECT pg_sleep(random() * 0.05);\nROLLBACK;\n"
+	  . "SELECT ledger.append('w-rb', '{\"kept\": $_}');\n" } 1 .. 30);
+my $consumer = $node->background_psql('postgres');
+my (@c_seen, $c_order_ok);
+$c_order_ok = 1;
+my $c_step = sub {
+	my $csv = $consumer->query_safe(
+		"SELECT string_agg(id::text, ',' ORDER BY ordinality) FROM ledger.read_all($c_last, 25) WITH ORDINALITY");
+	my @ids = $csv eq '' ? () : split /,/, $csv;
+	for my $id (@ids)
+	{
+		$c_order_ok = 0 if $id <= $c_last;
+		push @c_seen, $id;
+		$c_last = $id;
+	}
+	return scalar @ids;
+};
+while (grep { $_->{h}->pumpable } @workers)
+{
+	eval { $_->{h}->pump_nb } for @workers;
+	$c_step->();
+}
+$_->{h}->finish for @workers;
+is(join('', map { $_->{err} } @workers), '', 'concurrent appenders ran without errors');
+1 while $c_step->() > 0;
+$consumer->quit;
+ok($c_order_ok, 'consumer ids strictly increasing');
+is(join(',', @c_seen),
+	$node->safe_psql('postgres', "SELECT string_agg(id::text, ',' ORDER BY id) FROM ledger.entries WHERE id > $c_start"),
+	'consumer saw exactly the committed ids: nothing skipped, nothing rolled back');
+is(scalar @c_seen, 100 + 3 + 30 * 3 + 30, 'and all of them')
+  or diag $node->safe_psql('postgres', "SELECT s.name, count(*), min(e.id), max(e.id), min(seq), max(seq) FROM ledger.entries e JOIN ledger.streams s USING (stream_id) WHERE e.id > $c_start GROUP BY 1 ORDER BY 1");
 
 # PREPARE TRANSACTION after an append is refused here too (needs max_prepared_transactions)
 $node->append_conf('postgresql.conf', "max_prepared_transactions = 5\n");

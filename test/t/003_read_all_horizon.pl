@@ -261,6 +261,87 @@ ok(!@rr_ids || $rr_ids[0] == $low,
 $rr->quit;
 $rb->quit;
 
+# --- 6b. the floor survives a rolled-back savepoint / failed exception block --
+# The transaction's first append ran in a subtransaction that was rolled
+# back; its later append is still open and must hold read_all back.
+
+sub consume_once
+{
+	my ($after) = @_;
+	my $csv = $node->safe_psql('postgres',
+		"SELECT string_agg(id::text, ',' ORDER BY id) FROM ledger.read_all($after, 100)");
+	return ids_of($csv);
+}
+$rb = $node->background_psql('postgres');
+for my $variant ('SAVEPOINT s; SELECT ledger.append(\'sub\', \'{"gone": 1}\'); ROLLBACK TO SAVEPOINT s;',
+	q{DO $$ BEGIN PERFORM ledger.append('sub', '{"gone": 2}'); RAISE EXCEPTION 'undo'; EXCEPTION WHEN raise_exception THEN NULL; END $$;})
+{
+	$base = $node->safe_psql('postgres', 'SELECT max(id) FROM ledger.entries');
+	$rb->query_safe('BEGIN');
+	$rb->query_safe($variant);
+	my $open_id = $rb->query_safe(q{SELECT ledger.append('sub', '{"kept": true}')});
+	my $later_id = $node->safe_psql('postgres', q{SELECT ledger.append('sub-other', '{}')});
+	my @got = consume_once($base);
+	is(scalar @got, 0, 'read_all held back after a rolled-back subtransaction: ' . substr($variant, 0, 20));
+	$rb->query_safe('COMMIT');
+	push @got, consume_once(@got ? $got[-1] : $base);
+	is(join(',', @got), "$open_id,$later_id", 'the consumer sees both, in order');
+}
+$rb->quit;
+
+# --- 6c. an open appender in another database does not hold this one back ----
+
+$node->safe_psql('postgres', 'CREATE DATABASE other');
+$node->safe_psql('other', 'CREATE EXTENSION ledger');
+my $elsewhere = $node->background_psql('other');
+$elsewhere->query_safe('BEGIN');
+$elsewhere->query_safe(q{SELECT ledger.append('x', '{}')});
+$base = $node->safe_psql('postgres', 'SELECT max(id) FROM ledger.entries');
+my $here = $node->safe_psql('postgres', q{SELECT ledger.append('here', '{}')});
+is($node->safe_psql('postgres', "SELECT string_agg(id::text, ',') FROM ledger.read_all($base, 100)"), $here,
+	'an open appender in another database does not hold read_all back');
+is($node->safe_psql('postgres', q{SELECT detail FROM ledger.health() WHERE check_name = 'read_all_horizon'}),
+	'no unsettled appends', "health does not report another database's appender");
+like($node->safe_psql('other', q{SELECT detail FROM ledger.health() WHERE check_name = 'read_all_horizon'}),
+	qr/oldest unsettled append/, 'but that database does');
+$elsewhere->query_safe('COMMIT');
+$elsewhere->quit;
+
+# --- 6d. concurrent first appends and concurrent dedup keys -------------------
+
+$node->safe_psql('postgres', 'CREATE TABLE first_ok (client int, stream text, id bigint)');
+$node->safe_psql('postgres', 'CREATE TABLE dedup_ids (client int, k text, id bigint)');
+@workers = ();
+for my $c (1 .. 5)
+{
+	start_script("first$c", qq{
+DO \$\$
+DECLARE
+	new_id bigint;
+BEGIN
+	FOR i IN 1 .. 30 LOOP
+		BEGIN
+			new_id := ledger.append('fresh-' || i, jsonb_build_object('c', $c), expected_seq => 0);
+			INSERT INTO first_ok VALUES ($c, 'fresh-' || i, new_id);
+		EXCEPTION WHEN serialization_failure THEN NULL;
+		END;
+		INSERT INTO dedup_ids VALUES ($c, 'k' || (i % 10), ledger.append('dd', jsonb_build_object('c', $c), dedup_key => 'k' || (i % 10)));
+		COMMIT;
+	END LOOP;
+END
+\$\$;
+});
+}
+$_->{h}->finish for @workers;
+is(join('', map { $_->{err} } @workers), '', 'concurrent first appends: no error but 40001');
+is($node->safe_psql('postgres', q{SELECT count(*), count(DISTINCT stream) FROM first_ok}), '30|30',
+	'expected_seq => 0 on a new stream: exactly one winner per stream');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM ledger.entries e JOIN ledger.streams s USING (stream_id) WHERE s.name LIKE 'fresh-%'}),
+	'30', 'one entry per new stream');
+is($node->safe_psql('postgres', q{SELECT count(*), count(DISTINCT k), count(DISTINCT id), bool_and(n = 1) FROM (SELECT k, count(DISTINCT id) AS n, min(id) AS id FROM dedup_ids GROUP BY k) x}),
+	'10|10|10|t', 'concurrent appends with the same dedup key all got the one id');
+is($node->safe_psql('postgres', q{SELECT ledger.count('dd')}), '10', 'one entry per dedup key');
+
 # --- 7. parallel expected_seq appends: no gaps, no lost writes ---------------
 
 $node->safe_psql('postgres', q{

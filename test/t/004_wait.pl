@@ -136,6 +136,19 @@ $tx->query_safe('COMMIT');
 ($out, $err, $secs) = finish_wait($t);
 is($out, "$open_id,$free_id", 'read_all(wait) wakes when the holding transaction commits, returning both');
 
+# read_all(wait) held back by an open appender returns once it rolls back
+$max = $free_id;
+$tx->query_safe('BEGIN');
+$tx->query_safe(q{SELECT ledger.append('held', '{"gone": true}')});
+my $free2 = $node->safe_psql('postgres', q{SELECT ledger.append('free', '{}')});
+$t = start_wait(qq{SELECT string_agg(id::text, ',' ORDER BY id) FROM ledger.read_all(after => $max, wait => '10 s')});
+wait_until_blocked();
+$tx->query_safe('ROLLBACK');
+($out, $err, $secs) = finish_wait($t);
+is($out, $free2, 'read_all(wait) wakes when the holding transaction rolls back, returning the later entry');
+cmp_ok($secs, '<', 5, "promptly ($secs s)");
+$free_id = $free2;
+
 # --- a rolled-back append does not produce a result -------------------------
 $max = $free_id;
 $t = start_wait(qq{SELECT count(*) FROM ledger.read('a', after => $wanted, wait => '1500ms')});
@@ -213,7 +226,7 @@ for my $call (q{SELECT * FROM ledger.read('a', wait => '-1 s')},
 
 # --- no waiter left registered -------------------------------------------------
 is($node->safe_psql('postgres',
-		q{SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Extension'}), '0',
+		q{SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND backend_type = 'client backend'}), '0',
 	'no session is left waiting');
 
 $waiter->quit;
