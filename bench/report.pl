@@ -230,6 +230,14 @@ print $md "- storage after loading the same $m{storage_entries} entries: ledger 
 	. "(entries + indexes + TOAST + streams), plain table $m{storage_plain_bytes_per_entry} B/entry\n";
 print $md "- load: ledger.append_batch (10,000 per call) $m{load_ledger_entries_per_s} entries/s, "
 	. "INSERT … SELECT $m{load_plain_entries_per_s} entries/s\n";
+for my $sync (qw(off on)) {
+	my ($lp, $pp, $ln, $pn) = (find('W1', 'ledger', $sync, 4), find('W1', 'plain', $sync, 4),
+		find('horizon', 'ledger_nopreload', $sync, 4), find('horizon', 'plain_nopreload', $sync, 4));
+	next unless $lp && $pp && $ln && $pn;
+	my ($a, $b) = (div($lp->{tps}, $pp->{tps}), div($ln->{tps}, $pn->{tps}));
+	print $md "- horizon, sync $sync, 4 clients: ledger/plain " . f2($a) . " preloaded vs " . f2($b)
+		. " without preload (each in its own cluster) → the horizon costs " . f0(100 * (1 - (div($a, $b) // 1))) . "% of append throughput\n";
+}
 print $md "- all measurements: results.csv (ratio = tps / the workload's reference: W1, W3, W4 plain; "
 	. "W2 messagedb; horizon plain_nopreload; scale rows: latency big / small)\n";
 

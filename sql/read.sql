@@ -1,5 +1,7 @@
 -- read filters and cursors, read_all, get, count, stat, streams
+SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS ledger CASCADE;
+RESET client_min_messages;
 CREATE EXTENSION ledger;
 CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN

@@ -71,7 +71,9 @@ ledger_write_conf() {
 	local out=$1 src=$2
 	cat "$src/test/ledger.conf" > "$out"
 	# Newer 15.x builds restrict which libraries may serve as output plugins.
-	if "$PGBIN/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then
+	local settings
+	settings=$("$PGBIN/postgres" --describe-config 2>/dev/null)
+	if grep -q '^output_plugin_libraries' <<<"$settings"; then
 		echo "output_plugin_libraries = 'pgoutput, test_decoding, ledger'" >> "$out"
 	fi
 }
