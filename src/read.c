@@ -25,6 +25,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
@@ -116,7 +117,9 @@ typedef struct EntrySink
 	int32		target;
 	/* read_all meets many streams: remember each one's plan */
 	char	   *plan_stream;
+	int32		plan_target;
 	LedgerUpcastPlan *plan;
+	MemoryContext row_cxt;		/* upcasting scratch, reset per entry */
 } EntrySink;
 
 static void
@@ -126,25 +129,42 @@ emit_entry(EntrySink *sink, HeapTuple tuple, TupleDesc spidesc, int32 target)
 	Datum		values[ENTRY_NATTS + 1];
 	bool		nulls[ENTRY_NATTS + 1];
 	int32		version;
+	MemoryContext old;
 
 	Assert(spidesc->natts <= ENTRY_NATTS + 1);
 	heap_deform_tuple(tuple, spidesc, values, nulls);
 	version = DatumGetInt32(values[ENTRY_ATT_VERSION]);
 	if (version != target)
 	{
-		char	   *stream = TextDatumGetCString(values[1]);
+		text	   *stream = DatumGetTextPP(values[1]);
+		int			len = VARSIZE_ANY_EXHDR(stream);
 
-		if (sink->plan == NULL || strcmp(sink->plan_stream, stream) != 0)
+		/* one plan per stream (and target) met in this call */
+		if (sink->plan == NULL || sink->plan_target != target ||
+			strlen(sink->plan_stream) != (size_t) len ||
+			memcmp(sink->plan_stream, VARDATA_ANY(stream), len) != 0)
 		{
-			sink->plan = ledger_upcast_plan(stream, target, sink->explicit_target);
-			sink->plan_stream = stream;
+			sink->plan_stream = text_to_cstring(stream);
+			sink->plan_target = target;
+			sink->plan = ledger_upcast_plan(sink->plan_stream, target, sink->explicit_target);
 		}
+		if (sink->row_cxt == NULL)
+			sink->row_cxt = AllocSetContextCreate(CurrentMemoryContext, "ledger upcast row",
+												  ALLOCSET_DEFAULT_SIZES);
+		else
+			MemoryContextReset(sink->row_cxt);
+
+		/* the tuplestore copies the row, so the scratch can go right after */
+		old = MemoryContextSwitchTo(sink->row_cxt);
 		values[ENTRY_ATT_PAYLOAD] =
 			PointerGetDatum(ledger_upcast(sink->plan,
 										  DatumGetJsonbP(values[ENTRY_ATT_PAYLOAD]),
 										  version,
 										  DatumGetInt64(values[0])));
 		values[ENTRY_ATT_VERSION] = Int32GetDatum(target);
+		tuplestore_putvalues(sink->store, sink->desc, values, nulls);
+		MemoryContextSwitchTo(old);
+		return;
 	}
 	tuplestore_putvalues(sink->store, sink->desc, values, nulls);
 }
@@ -201,37 +221,24 @@ ledger_read(PG_FUNCTION_ARGS)
 	args[3] = Int64GetDatum(limit);
 	if (descending)
 		variant |= READ_DESCENDING;
-	if (!PG_ARGISNULL(4))
-	{
-		variant |= READ_ORDER_KEY;
-		args[4] = PG_GETARG_DATUM(4);
-	}
-	if (!PG_ARGISNULL(5))
-	{
-		variant |= READ_TAG;
-		args[5] = PG_GETARG_DATUM(5);
-	}
-	if (!PG_ARGISNULL(6))
-	{
-		variant |= READ_ALL_TAGS;
-		args[6] = PG_GETARG_DATUM(6);
-	}
-	if (!PG_ARGISNULL(7))
-	{
-		variant |= READ_METADATA;
-		args[7] = PG_GETARG_DATUM(7);
-	}
-	if (!PG_ARGISNULL(8))
-	{
-		variant |= READ_ANNOTATIONS;
-		args[8] = PG_GETARG_DATUM(8);
-	}
+	/*
+	 * Arguments 4..8 (order_key, tag, all_tags, metadata, annotations) are
+	 * the optional filters; they are passed as plan parameters $5..$9 with
+	 * the same positions, and each one present selects its own plan.
+	 */
 	for (int i = 4; i < READ_NARGS; i++)
+	{
 		if (PG_ARGISNULL(i))
 		{
 			args[i] = (Datum) 0;
 			argnulls[i] = 'n';
 		}
+		else
+		{
+			args[i] = PG_GETARG_DATUM(i);
+			variant |= READ_ORDER_KEY << (i - 4);
+		}
+	}
 
 	InitMaterializedSRF(fcinfo, 0);
 	memset(&sink, 0, sizeof(sink));

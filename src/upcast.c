@@ -48,6 +48,8 @@ typedef struct UpcastStep
 	Oid			fn;
 	FmgrInfo	flinfo;
 	bool		flinfo_ready;
+	/* defaults decoded once per plan (see apply_declarative) */
+	struct PairSet *default_pairs;
 } UpcastStep;
 
 struct LedgerUpcastPlan
@@ -178,132 +180,152 @@ find_step(LedgerUpcastPlan *up, int32 from_version)
 	return NULL;
 }
 
-static bool
-in_list(char **list, int n, const char *key, int keylen)
+/*
+ * Declarative steps work on the payload's top-level pairs, decoded once per
+ * entry: a chain of such steps renames, adds and drops pairs in place and
+ * encodes the result once, however many steps it has.  Values stay in their
+ * original binary form (jbvBinary for containers), so nested documents are
+ * never re-parsed.
+ */
+typedef struct Pair
+{
+	const char *key;
+	int			keylen;
+	JsonbValue	value;
+	bool		dropped;
+} Pair;
+
+typedef struct PairSet
+{
+	Pair	   *pairs;
+	int			npairs;
+	int			maxpairs;
+} PairSet;
+
+static Pair *
+find_pair(PairSet *set, const char *key, int keylen)
 {
 	int			i;
 
-	for (i = 0; i < n; i++)
-		if ((int) strlen(list[i]) == keylen && memcmp(list[i], key, keylen) == 0)
-			return true;
-	return false;
-}
+	for (i = 0; i < set->npairs; i++)
+	{
+		Pair	   *p = &set->pairs[i];
 
-static bool
-object_has_key(Jsonb *obj, const char *key, int keylen)
-{
-	JsonbValue	k;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = keylen;
-	return findJsonbValueFromContainer(&obj->root, JB_FOBJECT, &k) != NULL;
+		if (!p->dropped && p->keylen == keylen && memcmp(p->key, key, keylen) == 0)
+			return p;
+	}
+	return NULL;
 }
 
 static void
-push_pair(JsonbParseState **state, const char *key, int keylen, JsonbValue *value)
+add_pair(PairSet *set, const char *key, int keylen, JsonbValue *value)
 {
-	JsonbValue	k;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = keylen;
-	pushJsonbValue(state, WJB_KEY, &k);
-	pushJsonbValue(state, WJB_VALUE, value);
+	if (set->npairs == set->maxpairs)
+	{
+		set->maxpairs = Max(8, set->maxpairs * 2);
+		set->pairs = set->pairs ? repalloc(set->pairs, sizeof(Pair) * set->maxpairs) :
+			palloc(sizeof(Pair) * set->maxpairs);
+	}
+	set->pairs[set->npairs].key = key;
+	set->pairs[set->npairs].keylen = keylen;
+	set->pairs[set->npairs].value = *value;
+	set->pairs[set->npairs].dropped = false;
+	set->npairs++;
 }
 
-/* rename, then defaults, then remove */
+/* Append the top-level pairs of an object container to set. */
+static void
+decode_pairs(JsonbContainer *container, PairSet *set)
+{
+	JsonbIterator *it = JsonbIteratorInit(container);
+	JsonbValue	v;
+	JsonbValue	key;
+	JsonbIteratorToken tok;
+
+	memset(&key, 0, sizeof(key));
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			key = v;
+		else if (tok == WJB_VALUE)
+			add_pair(set, key.val.string.val, key.val.string.len, &v);
+	}
+}
+
 static Jsonb *
-apply_declarative(LedgerUpcastPlan *up, UpcastStep *step, Jsonb *payload, int64 entry_id)
+encode_pairs(PairSet *set)
 {
 	JsonbParseState *state = NULL;
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
 	JsonbValue *result;
 	int			i;
 
-	if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot upcast entry " INT64_FORMAT " of stream \"%s\" from version %d to %d: its payload is not a JSON object",
-						entry_id, up->stream, step->from_version, step->to_version),
-				 errdetail("Declarative upcasters (rename, defaults, remove) apply to object payloads only.")));
-
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	it = JsonbIteratorInit(&payload->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	for (i = 0; i < set->npairs; i++)
 	{
-		JsonbValue	key;
-		const char *name;
-		int			namelen;
+		Pair	   *p = &set->pairs[i];
+		JsonbValue	k;
 
-		if (tok != WJB_KEY)
+		if (p->dropped)
 			continue;
-		key = v;
-		tok = JsonbIteratorNext(&it, &v, true);
-		Assert(tok == WJB_VALUE);
-
-		name = key.val.string.val;
-		namelen = key.val.string.len;
-		for (i = 0; i < step->nrename; i++)
-		{
-			if ((int) strlen(step->rename_from[i]) == namelen &&
-				memcmp(step->rename_from[i], name, namelen) == 0)
-			{
-				/* An existing key of the new name wins; the old key goes. */
-				if (object_has_key(payload, step->rename_to[i], strlen(step->rename_to[i])))
-					name = NULL;
-				else
-				{
-					name = step->rename_to[i];
-					namelen = strlen(name);
-				}
-				break;
-			}
-		}
-		if (name == NULL || in_list(step->remove, step->nremove, name, namelen))
-			continue;
-		push_pair(&state, name, namelen, &v);
-	}
-
-	/* Defaults for keys still missing after the renames. */
-	it = JsonbIteratorInit(&step->defaults->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		JsonbValue	key;
-		bool		present = false;
-		char	   *name;
-		int			namelen;
-
-		if (tok != WJB_KEY)
-			continue;
-		key = v;
-		tok = JsonbIteratorNext(&it, &v, true);
-		name = key.val.string.val;
-		namelen = key.val.string.len;
-
-		if (in_list(step->remove, step->nremove, name, namelen))
-			continue;
-		if (object_has_key(payload, name, namelen))
-		{
-			/* present unless it is renamed away */
-			present = true;
-			for (i = 0; i < step->nrename; i++)
-				if ((int) strlen(step->rename_from[i]) == namelen &&
-					memcmp(step->rename_from[i], name, namelen) == 0)
-					present = false;
-		}
-		for (i = 0; i < step->nrename && !present; i++)
-			if ((int) strlen(step->rename_to[i]) == namelen &&
-				memcmp(step->rename_to[i], name, namelen) == 0 &&
-				object_has_key(payload, step->rename_from[i], strlen(step->rename_from[i])))
-				present = true;
-		if (!present)
-			push_pair(&state, name, namelen, &v);
+		k.type = jbvString;
+		k.val.string.val = (char *) p->key;
+		k.val.string.len = p->keylen;
+		pushJsonbValue(&state, WJB_KEY, &k);
+		pushJsonbValue(&state, WJB_VALUE, &p->value);
 	}
 	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(result);
+}
+
+/* rename, then defaults, then remove */
+static void
+apply_declarative(LedgerUpcastPlan *up, UpcastStep *step, PairSet *set)
+{
+	int			i;
+
+	for (i = 0; i < step->nrename; i++)
+	{
+		Pair	   *from = find_pair(set, step->rename_from[i], strlen(step->rename_from[i]));
+		int			tolen = strlen(step->rename_to[i]);
+
+		if (from == NULL)
+			continue;
+		/* An existing key of the new name wins; the old key goes. */
+		if (find_pair(set, step->rename_to[i], tolen) != NULL)
+			from->dropped = true;
+		else
+		{
+			from->key = step->rename_to[i];
+			from->keylen = tolen;
+		}
+	}
+	if (step->default_pairs == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(up->cxt);
+
+		step->default_pairs = palloc0(sizeof(PairSet));
+		decode_pairs(&step->defaults->root, step->default_pairs);
+		MemoryContextSwitchTo(old);
+	}
+	{
+		PairSet    *defaults = step->default_pairs;
+
+		for (i = 0; i < defaults->npairs; i++)
+		{
+			Pair	   *d = &defaults->pairs[i];
+
+			if (find_pair(set, d->key, d->keylen) == NULL)
+				add_pair(set, d->key, d->keylen, &d->value);
+		}
+	}
+	for (i = 0; i < step->nremove; i++)
+	{
+		Pair	   *p = find_pair(set, step->remove[i], strlen(step->remove[i]));
+
+		if (p != NULL)
+			p->dropped = true;
+	}
 }
 
 typedef struct UpcastErrorContext
@@ -406,6 +428,8 @@ ledger_upcast(LedgerUpcastPlan *up, Jsonb *payload, int32 from_version, int64 en
 {
 	int32		version = from_version;
 	int			hops = 0;
+	PairSet		pairs = {NULL, 0, 0};
+	bool		decoded = false;	/* pairs, not payload, hold the current value */
 
 	while (version != up->target)
 	{
@@ -437,13 +461,33 @@ ledger_upcast(LedgerUpcastPlan *up, Jsonb *payload, int32 from_version, int64 en
 					 errmsg("upcasters of stream \"%s\" form a cycle at version %d", up->stream, version)));
 
 		if (OidIsValid(step->fn))
+		{
+			if (decoded)
+			{
+				payload = encode_pairs(&pairs);
+				decoded = false;
+			}
 			payload = apply_function(up, step, payload, entry_id);
+		}
 		else
-			payload = apply_declarative(up, step, payload, entry_id);
+		{
+			if (!decoded)
+			{
+				if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("cannot upcast entry " INT64_FORMAT " of stream \"%s\" from version %d to %d: its payload is not a JSON object",
+									entry_id, up->stream, step->from_version, step->to_version),
+							 errdetail("Declarative upcasters (rename, defaults, remove) apply to object payloads only.")));
+				pairs.npairs = 0;
+				decode_pairs(&payload->root, &pairs);
+				decoded = true;
+			}
+			apply_declarative(up, step, &pairs);
+		}
 		version = step->to_version;
-		CHECK_FOR_INTERRUPTS();
 	}
-	return payload;
+	return decoded ? encode_pairs(&pairs) : payload;
 }
 
 static void
