@@ -145,6 +145,12 @@ CREATE TABLE ledger.upcasters (
 		AND from_version OPERATOR(pg_catalog.<>) to_version)
 );
 COMMENT ON TABLE ledger.upcasters IS 'Upcaster registrations; change them with ledger.register_upcaster/drop_upcaster';
+-- Backends cache the registrations; any change tells them to reload.
+CREATE FUNCTION ledger.upcasters_changed() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ledger_upcasters_changed' LANGUAGE C;
+CREATE TRIGGER upcasters_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ledger.upcasters
+	FOR EACH STATEMENT EXECUTE FUNCTION ledger.upcasters_changed();
+ALTER TABLE ledger.upcasters ENABLE ALWAYS TRIGGER upcasters_changed;
 
 -- Backups keep the log: pg_dump includes these tables' rows and sequences.
 SELECT pg_catalog.pg_extension_config_dump('ledger.streams', '');

@@ -27,11 +27,17 @@
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "catalog/namespace.h"
+#include "commands/trigger.h"
+#include <limits.h>
 
 PG_FUNCTION_INFO_V1(ledger_set_schema_version);
 PG_FUNCTION_INFO_V1(ledger_register_upcaster);
 PG_FUNCTION_INFO_V1(ledger_register_upcaster_fn);
 PG_FUNCTION_INFO_V1(ledger_drop_upcaster);
+PG_FUNCTION_INFO_V1(ledger_upcasters_changed);
 
 typedef struct UpcastStep
 {
@@ -104,68 +110,158 @@ load_rename(Jsonb *rename, UpcastStep *step)
 }
 
 /*
- * Resolve the upcasters that apply to a stream.  Caller is connected to
- * SPI; the plan lives in the caller's memory context.
+ * Every registration of ledger.upcasters, cached per backend so that a read
+ * resolves its chain without a query.  A statement trigger on the table
+ * (ledger_upcasters_changed) sends a relcache invalidation for it at commit,
+ * and the callback below marks the cache stale in every backend.
+ */
+typedef struct CachedUpcaster
+{
+	char	   *pattern;		/* as registered */
+	UpcastStep	step;
+} CachedUpcaster;
+
+static MemoryContext upcaster_cxt = NULL;
+static CachedUpcaster *upcasters = NULL;
+static int	nupcasters = 0;
+static bool upcasters_valid = false;
+static Oid	upcasters_relid = InvalidOid;
+
+static void
+upcasters_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == upcasters_relid)
+		upcasters_valid = false;
+}
+
+static void
+load_upcasters(void)
+{
+	static bool callback_registered = false;
+	MemoryContext old;
+	uint64		r;
+	int			rc;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(upcasters_invalidate, (Datum) 0);
+		callback_registered = true;
+	}
+	if (upcaster_cxt == NULL)
+		upcaster_cxt = AllocSetContextCreate(CacheMemoryContext, "ledger upcasters",
+											 ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(upcaster_cxt);
+	upcasters = NULL;
+	nupcasters = 0;
+
+	/* valid from here on unless an invalidation arrives while we read */
+	upcasters_valid = true;
+	upcasters_relid = get_relname_relid("upcasters", get_namespace_oid(LEDGER_SCHEMA, false));
+	rc = SPI_execute("SELECT streams::pg_catalog.text, from_version, to_version, rename, defaults,"
+					 " remove, fn::pg_catalog.oid FROM ledger.upcasters", true, 0);
+	ledger_spi_check(rc, SPI_OK_SELECT, "upcaster load");
+
+	old = MemoryContextSwitchTo(upcaster_cxt);
+	upcasters = palloc0(sizeof(CachedUpcaster) * Max(SPI_processed, 1));
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		UpcastStep *step = &upcasters[r].step;
+		bool		isnull;
+		Datum		d;
+
+		upcasters[r].pattern = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+		step->from_version = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		step->to_version = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		step->fn = isnull ? InvalidOid : DatumGetObjectId(d);
+		load_rename(DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull)), step);
+		step->defaults = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull));
+		step->remove = string_array(DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 6, &isnull)),
+									&step->nremove);
+	}
+	nupcasters = (int) SPI_processed;
+	MemoryContextSwitchTo(old);
+}
+
+/* How well a pattern matches a stream: -1 not at all, higher is better. */
+static int
+match_rank(const char *pattern, const char *stream)
+{
+	if (!ledger_pattern_matches(pattern, stream))
+		return -1;
+	/* an exact name beats every prefix; a longer prefix beats a shorter */
+	return pattern[strlen(pattern) - 1] == '*' ? (int) strlen(pattern) : INT_MAX;
+}
+
+/* A copy of a cached step in cxt, so that a reload cannot pull it away. */
+static void
+copy_step(UpcastStep *dst, const UpcastStep *src, MemoryContext cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	int			i;
+
+	*dst = *src;
+	dst->flinfo_ready = false;
+	dst->default_pairs = NULL;
+	dst->rename_from = palloc(sizeof(char *) * Max(src->nrename, 1));
+	dst->rename_to = palloc(sizeof(char *) * Max(src->nrename, 1));
+	for (i = 0; i < src->nrename; i++)
+	{
+		dst->rename_from[i] = pstrdup(src->rename_from[i]);
+		dst->rename_to[i] = pstrdup(src->rename_to[i]);
+	}
+	dst->remove = palloc(sizeof(char *) * Max(src->nremove, 1));
+	for (i = 0; i < src->nremove; i++)
+		dst->remove[i] = pstrdup(src->remove[i]);
+	dst->defaults = palloc(VARSIZE(src->defaults));
+	memcpy(dst->defaults, src->defaults, VARSIZE(src->defaults));
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Resolve the upcasters that apply to a stream: per from_version, the step
+ * of the longest matching pattern.  Caller is connected to SPI (needed only
+ * when the cache is stale); the plan lives in the caller's memory context.
  */
 LedgerUpcastPlan *
 ledger_upcast_plan(const char *stream, int32 target_version, bool explicit_target)
 {
-	static SPIPlanPtr plan = NULL;
 	MemoryContext callercxt = CurrentMemoryContext;
 	LedgerUpcastPlan *up;
-	Datum		args[1];
-	uint64		r;
-	int			rc;
+	int		   *best;
+	int			i,
+				j;
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {TEXTOID};
-
-		plan = ledger_prepare_plan("SELECT DISTINCT ON (u.from_version) u.from_version, u.to_version,"
-								   " u.rename, u.defaults, u.remove, u.fn::pg_catalog.oid"
-								   " FROM ledger.upcasters u"
-								   " WHERE u.streams OPERATOR(pg_catalog.=) $1"
-								   " OR (pg_catalog.right(u.streams, 1) OPERATOR(pg_catalog.=) '*'"
-								   " AND pg_catalog.starts_with($1, pg_catalog.left(u.streams, -1)))"
-								   " ORDER BY u.from_version, (u.streams OPERATOR(pg_catalog.=) $1) DESC,"
-								   " pg_catalog.length(u.streams) DESC",
-								   1, types);
-	}
-	args[0] = CStringGetTextDatum(stream);
-	rc = SPI_execute_plan(plan, args, NULL, true, 0);
-	ledger_spi_check(rc, SPI_OK_SELECT, "upcaster lookup");
+	if (!upcasters_valid)
+		load_upcasters();
 
 	up = MemoryContextAllocZero(callercxt, sizeof(LedgerUpcastPlan));
 	up->cxt = callercxt;
 	up->stream = MemoryContextStrdup(callercxt, stream);
 	up->target = target_version;
 	up->explicit_target = explicit_target;
-	up->nsteps = (int) SPI_processed;
-	up->steps = MemoryContextAllocZero(callercxt, sizeof(UpcastStep) * Max(up->nsteps, 1));
+	up->steps = MemoryContextAllocZero(callercxt, sizeof(UpcastStep) * Max(nupcasters, 1));
+	best = palloc(sizeof(int) * Max(nupcasters, 1));
 
-	for (r = 0; r < SPI_processed; r++)
+	for (i = 0; i < nupcasters; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[r];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		UpcastStep *step = &up->steps[r];
-		MemoryContext old;
-		bool		isnull;
-		Datum		d;
+		int			rank = match_rank(upcasters[i].pattern, stream);
 
-		old = MemoryContextSwitchTo(callercxt);
-		step->from_version = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		step->to_version = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		d = SPI_getbinval(tup, desc, 6, &isnull);
-		step->fn = isnull ? InvalidOid : DatumGetObjectId(d);
-		if (!OidIsValid(step->fn))
-		{
-			load_rename(DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull)), step);
-			step->defaults = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
-			step->remove = string_array(DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 5, &isnull)),
-										&step->nremove);
-		}
-		MemoryContextSwitchTo(old);
+		if (rank < 0)
+			continue;
+		for (j = 0; j < up->nsteps; j++)
+			if (up->steps[j].from_version == upcasters[i].step.from_version)
+				break;
+		if (j < up->nsteps && best[j] >= rank)
+			continue;
+		copy_step(&up->steps[j], &upcasters[i].step, callercxt);
+		best[j] = rank;
+		if (j == up->nsteps)
+			up->nsteps++;
 	}
+	pfree(best);
 	return up;
 }
 
@@ -698,4 +794,21 @@ ledger_set_schema_version(PG_FUNCTION_ARGS)
 	ledger_refresh_stream_versions(pattern);
 	SPI_finish();
 	PG_RETURN_VOID();
+}
+
+/*
+ * Statement trigger on ledger.upcasters: make every backend reload its
+ * cached registrations once this transaction commits.
+ */
+Datum
+ledger_upcasters_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ledger.upcasters_changed() must be called as a trigger")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
 }
