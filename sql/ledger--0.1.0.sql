@@ -467,15 +467,16 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = ledger, pg_catalog, pg_temp;
 COMMENT ON FUNCTION ledger.resume_sink(text) IS 'Resumes a paused sink (or retries one in error at once)';
 
--- Starts this database's background worker when the library is preloaded.
-CREATE FUNCTION ledger.start_worker()
-RETURNS boolean
-AS 'MODULE_PATHNAME', 'ledger_start_worker'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
-COMMENT ON FUNCTION ledger.start_worker() IS
-'Starts the ledger background worker of this database if it is not running (CREATE EXTENSION does this)';
-SELECT ledger.start_worker();
+-- New or changed sinks and retention limits (pg_restore's included) start
+-- or wake this database's background worker once they commit.
+CREATE FUNCTION ledger.wake_worker() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ledger_wake_worker' LANGUAGE C;
+CREATE TRIGGER sinks_wake_worker AFTER INSERT OR UPDATE ON ledger.sinks
+	FOR EACH STATEMENT EXECUTE FUNCTION ledger.wake_worker();
+CREATE TRIGGER stream_settings_wake_worker AFTER INSERT OR UPDATE ON ledger.stream_settings
+	FOR EACH STATEMENT EXECUTE FUNCTION ledger.wake_worker();
+ALTER TABLE ledger.sinks ENABLE ALWAYS TRIGGER sinks_wake_worker;
+ALTER TABLE ledger.stream_settings ENABLE ALWAYS TRIGGER stream_settings_wake_worker;
 
 -- ---------------------------------------------------------------------------
 -- Health
@@ -522,7 +523,6 @@ GRANT EXECUTE ON FUNCTION
 	ledger.drop_sink(text),
 	ledger.pause_sink(text),
 	ledger.resume_sink(text),
-	ledger.start_worker(),
 	ledger.health()
 TO ledger_admin;
 -- used by the sinks_status view, with the privileges of its reader

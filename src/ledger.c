@@ -77,6 +77,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("ledger");
 
 	ledger_horizon_init();
+	ledger_worker_init();
 
 	/* Everything below needs to run in the postmaster. */
 	if (!process_shared_preload_libraries_in_progress)

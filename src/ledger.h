@@ -81,7 +81,8 @@ extern void LedgerAppend(const char *stream, LedgerAppendItem *items, int nitems
 /* worker.c: launcher and per-database workers */
 extern int	ledger_export_batch;
 extern void ledger_register_launcher(void);
-extern void ledger_worker_notify(void);
+extern void ledger_worker_init(void);
+extern void ledger_worker_request(void);
 extern void ledger_health_worker_checks(ReturnSetInfo *rsinfo);
 
 /* sink_admin.c */

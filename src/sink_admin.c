@@ -148,7 +148,6 @@ ledger_create_sink(PG_FUNCTION_ARGS)
 				 errmsg("sink \"%s\" already exists", name)));
 	SPI_finish();
 
-	ledger_worker_notify();
 	PG_RETURN_VOID();
 }
 
@@ -176,7 +175,6 @@ change_sink(FunctionCallInfo fcinfo, const char *sql, const char *what)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("sink \"%s\" does not exist", name)));
 	SPI_finish();
-	ledger_worker_notify();
 }
 
 Datum

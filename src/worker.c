@@ -6,10 +6,12 @@
  *		export sinks.
  *
  * The launcher connects to no database (so it never blocks DROP
- * DATABASE); at start it offers a worker to every database, and a worker
- * that finds no extension in its database exits at once.  CREATE EXTENSION
- * starts its database's worker itself (ledger.start_worker()), so no
- * restart is needed; after DROP EXTENSION the worker notices and exits.
+ * DATABASE); at start it offers a worker to every database.  A worker runs
+ * only while its database has sinks or retention limits: it exits when it
+ * finds neither (or no extension), so an idle database holds no connection.
+ * Creating a sink or a retention limit starts it again after commit (a
+ * statement trigger, which also fires when pg_restore loads them), so no
+ * restart is ever needed.
  * Both are restarted by the postmaster after a crash, and a worker resumes
  * from the positions stored in ledger.sinks and in each target.
  *
@@ -40,6 +42,7 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
+#include "commands/trigger.h"
 #include "datatype/timestamp.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -60,7 +63,7 @@
 #include "shmem.h"
 #include "sink.h"
 
-PG_FUNCTION_INFO_V1(ledger_start_worker);
+PG_FUNCTION_INFO_V1(ledger_wake_worker);
 
 PGDLLEXPORT void ledger_launcher_main(Datum arg);
 PGDLLEXPORT void ledger_db_worker_main(Datum arg);
@@ -88,12 +91,8 @@ ledger_register_launcher(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/*
- * wait_for_extension: started by CREATE EXTENSION, which has not committed
- * yet; otherwise (launcher) a database without the extension is left at once.
- */
 static bool
-start_db_worker(Oid dboid, bool wait_for_extension)
+start_db_worker(Oid dboid)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
@@ -108,7 +107,6 @@ start_db_worker(Oid dboid, bool wait_for_extension)
 	snprintf(worker.bgw_type, BGW_MAXLEN, "ledger worker");
 	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
 	worker.bgw_notify_pid = 0;
-	worker.bgw_extra[0] = wait_for_extension ? 1 : 0;
 	return RegisterDynamicBackgroundWorker(&worker, &handle);
 }
 
@@ -134,30 +132,82 @@ find_worker(Oid dboid, int *pid, int *pgprocno)
 	return found;
 }
 
-/* Wake this database's worker (new or changed sink). */
+/*
+ * Ask for this database's worker once the current transaction commits (a
+ * new sink, resume, retention): wake it, or start it if it is not running.
+ * After commit, so that the worker is sure to see what asked for it.
+ */
+static bool worker_requested = false;
+
 void
-ledger_worker_notify(void)
+ledger_worker_request(void)
+{
+	worker_requested = true;
+}
+
+static void
+worker_xact_callback(XactEvent event, void *arg)
 {
 	int			pid,
 				pgprocno;
 
+	if (event != XACT_EVENT_COMMIT)
+	{
+		if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+			worker_requested = false;
+		return;
+	}
+	if (!worker_requested)
+		return;
+	worker_requested = false;
 	if (ledger_shared == NULL)
 		return;
 	if (find_worker(MyDatabaseId, &pid, &pgprocno))
 		SetLatch(&ProcGlobal->allProcs[pgprocno].procLatch);
+	else if (!start_db_worker(MyDatabaseId))
+		ereport(WARNING,
+				(errmsg("could not start the ledger worker for this database"),
+				 errhint("Raise max_worker_processes.")));
 }
 
-Datum
-ledger_start_worker(PG_FUNCTION_ARGS)
+void
+ledger_worker_init(void)
 {
-	int			pid,
-				pgprocno;
+	RegisterXactCallback(worker_xact_callback, NULL);
+}
 
-	if (ledger_shared == NULL)
-		PG_RETURN_BOOL(false);
-	if (find_worker(MyDatabaseId, &pid, &pgprocno))
-		PG_RETURN_BOOL(true);
-	PG_RETURN_BOOL(start_db_worker(MyDatabaseId, true));
+/*
+ * Statement trigger on ledger.sinks and ledger.stream_settings: new or
+ * changed sinks and retention limits (also when pg_restore loads them) need
+ * this database's worker.
+ */
+Datum
+ledger_wake_worker(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ledger.wake_worker() must be called as a trigger")));
+	ledger_worker_request();
+	return PointerGetDatum(NULL);
+}
+
+/* Does this database have sinks or retention limits?  Caller is in a transaction. */
+static bool
+work_exists(void)
+{
+	bool		exists = false;
+	bool		isnull;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ledger: SPI_connect failed");
+	if (SPI_execute("SELECT EXISTS (SELECT 1 FROM ledger.sinks)"
+					" OR EXISTS (SELECT 1 FROM ledger.stream_settings"
+					" WHERE max_entries IS NOT NULL OR max_age IS NOT NULL)", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+		exists = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	return exists;
 }
 
 void
@@ -175,6 +225,11 @@ ledger_health_worker_checks(ReturnSetInfo *rsinfo)
 	{
 		values[1] = BoolGetDatum(true);
 		values[2] = CStringGetTextDatum(psprintf("ledger worker running as pid %d", pid));
+	}
+	else if (!work_exists())
+	{
+		values[1] = BoolGetDatum(true);
+		values[2] = CStringGetTextDatum("idle: no sinks and no retention limits; a worker starts when one is set");
 	}
 	else
 	{
@@ -259,7 +314,7 @@ ledger_launcher_main(Datum arg)
 		int			pid,
 					pgprocno;
 
-		if (!find_worker(lfirst_oid(lc), &pid, &pgprocno) && !start_db_worker(lfirst_oid(lc), false))
+		if (!find_worker(lfirst_oid(lc), &pid, &pgprocno) && !start_db_worker(lfirst_oid(lc)))
 			ereport(LOG,
 					(errmsg("ledger launcher could not start a worker for database %u", lfirst_oid(lc)),
 					 errhint("Raise max_worker_processes.")));
@@ -302,10 +357,8 @@ static int	nsink_states = 0;
 static LedgerDbWorker *my_registry_slot = NULL;
 
 static void
-release_registry_slot(int code, Datum arg)
+clear_registry_slot(void)
 {
-	int			i;
-
 	if (my_registry_slot == NULL)
 		return;
 	SpinLockAcquire(&ledger_shared->worker_mutex);
@@ -313,10 +366,25 @@ release_registry_slot(int code, Datum arg)
 	my_registry_slot->pid = 0;
 	SpinLockRelease(&ledger_shared->worker_mutex);
 	my_registry_slot = NULL;
+}
+
+static void
+release_registry_slot(int code, Datum arg)
+{
+	int			i;
+
+	clear_registry_slot();
 	for (i = 0; i < nsink_states; i++)
 		if (sink_states[i].handle)
 			sink_states[i].ops->close(sink_states[i].handle);
 	nsink_states = 0;
+}
+
+static bool
+work_exists_in_transaction(void *arg)
+{
+	*(bool *) arg = work_exists();
+	return true;
 }
 
 /* Claim this database's registry slot; false if another worker has it. */
@@ -887,9 +955,7 @@ void
 ledger_db_worker_main(Datum arg)
 {
 	Oid			dboid = DatumGetObjectId(arg);
-	int			max_tries = MyBgworkerEntry->bgw_extra[0] ? 50 : 0;
 	MemoryContext pass_cxt;
-	int			tries;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -902,21 +968,11 @@ ledger_db_worker_main(Datum arg)
 		proc_exit(0);
 	before_shmem_exit(release_registry_slot, (Datum) 0);
 
-	/*
-	 * CREATE EXTENSION starts us before it commits: give it a moment.  A
-	 * database without the extension is left alone.
-	 */
-	for (tries = 0; !extension_present(); tries++)
-	{
-		if (tries >= max_tries)
-			proc_exit(0);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 200L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
+	/* a database without the extension is left alone */
+	if (!extension_present())
+		proc_exit(0);
 	StartTransactionCommand();
-	ereport(LOG, (errmsg("ledger worker started for database \"%s\"",
+	ereport(DEBUG1, (errmsg("ledger worker started for database \"%s\"",
 						 get_database_name(MyDatabaseId))));
 	CommitTransactionCommand();
 
@@ -951,6 +1007,31 @@ ledger_db_worker_main(Datum arg)
 		MemoryContextSwitchTo(old);
 
 		pgstat_report_stat(true);
+
+		/*
+		 * Nothing to serve: leave, so that an idle database keeps no
+		 * connection (it would block DROP DATABASE).  Whoever creates a sink
+		 * or a retention limit starts a worker after commit; the slot is
+		 * given up before the last look, so that such a request either sees
+		 * us gone or we see its work.
+		 */
+		if (!more)
+		{
+			bool		busy = true;
+
+			if (run_in_transaction(work_exists_in_transaction, &busy, "ledger: checking for work") &&
+				!busy)
+			{
+				clear_registry_slot();
+				busy = true;
+				if (run_in_transaction(work_exists_in_transaction, &busy, "ledger: checking for work") &&
+					!busy)
+					proc_exit(0);
+				if (!claim_registry_slot())
+					proc_exit(0);
+			}
+		}
+
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 more ? 0L : (long) ledger_worker_naptime_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

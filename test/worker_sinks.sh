@@ -86,16 +86,20 @@ psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 
 psql -X -q -d postgres -c "CREATE DATABASE $DB" >/dev/null || { fail "create database"; finish; }
 q "CREATE EXTENSION ledger" >/dev/null
 
-poll "a ledger worker serves the database (pg_stat_activity)" \
-	"SELECT backend_type || '/' || application_name FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'ledger worker'" \
-	"ledger worker/ledger worker"
+WORKERS="SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'ledger worker'"
 expect "the launcher runs without a database" \
 	"$(q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ledger launcher' AND datname IS NULL")" "1"
-expect "health reports the worker" "$(q "SELECT ok FROM ledger.health() WHERE check_name = 'worker'")" "t"
+sleep 1.5
+expect "a database without sinks or retention holds no worker" "$(q "$WORKERS")" "0"
+expect "health calls that idle, not broken" "$(q "SELECT ok || ':' || (detail LIKE 'idle%') FROM ledger.health() WHERE check_name = 'worker'")" "true:true"
 
 # ------------------------------------------------------------------ export
 q "SELECT ledger.create_sink('lite', 'sqlite', '$WORK/export.db')" >/dev/null
 q "SELECT ledger.create_sink('mongo', 'mongodb', '$MONGO_URI', 'a*', jsonb_build_object('database', '$MONGO_DB'))" >/dev/null
+poll "creating a sink starts the worker (pg_stat_activity)" \
+	"SELECT backend_type || '/' || application_name FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'ledger worker'" \
+	"ledger worker/ledger worker"
+expect "health reports the worker" "$(q "SELECT ok FROM ledger.health() WHERE check_name = 'worker'")" "t"
 expect "two sinks exist" "$(q "SELECT string_agg(name || ':' || kind || ':' || state, ',' ORDER BY name) FROM ledger.sinks_status")" \
 	"lite:sqlite:active,mongo:mongodb:active"
 
@@ -256,10 +260,13 @@ q "SELECT ledger.drop_sink('secret')" >/dev/null
 q "SELECT ledger.drop_sink('mongo')" >/dev/null
 expect "drop_sink removes the sink" "$(q "SELECT string_agg(name, ',') FROM ledger.sinks_status")" "lite"
 q "DROP EXTENSION ledger" >/dev/null
-poll "the worker leaves after DROP EXTENSION" \
-	"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'ledger worker'" "0" 30
+poll "the worker leaves after DROP EXTENSION" "$WORKERS" "0" 30
 q "CREATE EXTENSION ledger" >/dev/null
-poll "CREATE EXTENSION starts the worker without a restart" \
-	"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'ledger worker'" "1" 30
+q "SELECT ledger.set_retention('x*', max_entries => 10)" >/dev/null
+poll "a retention limit starts the worker, no restart needed" "$WORKERS" "1" 30
+q "SELECT ledger.set_retention('x*', NULL, NULL)" >/dev/null
+poll "with nothing left to do the worker leaves" "$WORKERS" "0" 30
+expect "an idle database can be dropped without FORCE" \
+	"$(psql -X -q -At -d postgres -c "DROP DATABASE $DB" 2>&1 && echo dropped)" "dropped"
 
 finish
