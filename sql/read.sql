@@ -87,9 +87,14 @@ SELECT pg_temp.err($$SELECT * FROM ledger.streams("limit" => 0)$$);
 -- cursor reads use the indexes
 SET enable_seqscan = off;
 EXPLAIN (COSTS OFF) SELECT e.id FROM ledger.entries e
-  WHERE e.stream_id = 1 AND e.id > 5 ORDER BY e.id LIMIT 100;
+  WHERE e.stream_id = 1 AND e.id > 5 ORDER BY e.stream_id, e.id LIMIT 100;
 EXPLAIN (COSTS OFF) SELECT e.id FROM ledger.entries e
-  WHERE e.stream_id = 1 AND e.order_key = 'k1' AND e.id > 5 ORDER BY e.order_key, e.id LIMIT 100;
+  WHERE e.stream_id = 1 AND e.order_key = 'k1' AND e.id > 5 ORDER BY e.stream_id, e.order_key, e.id LIMIT 100;
 EXPLAIN (COSTS OFF) SELECT e.id FROM ledger.entries e
   WHERE e.stream_id = 1 AND e.seq = 3;
+-- also without hints, and with many entries of other streams after this one's
 RESET enable_seqscan;
+SELECT count(*) FROM ledger.append_batch('noise', (SELECT jsonb_agg(jsonb_build_object('payload', g)) FROM generate_series(1, 3000) g));
+ANALYZE ledger.entries;
+EXPLAIN (COSTS OFF) SELECT e.id FROM ledger.entries e
+  WHERE e.stream_id = 1 AND e.id > 5 ORDER BY e.stream_id, e.id LIMIT 100;

@@ -278,6 +278,57 @@ insert_many(int32 stream_id, int32 version, LedgerAppendItem *items, int nitems,
 }
 
 /*
+ * The common append -- one entry, no dedup key -- as a single statement:
+ * the stream row's UPDATE (which numbers and serializes appends) feeds the
+ * INSERT through a CTE, so the executor runs once.  Returns false when the
+ * stream does not exist yet.
+ */
+static bool
+append_one_fast(const char *stream_name, LedgerAppendItem *item,
+				bool has_version, int32 schema_version, int32 *stream_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	int			rc;
+
+	if (plan == NULL)
+	{
+		Oid			types[6] = {TEXTOID, INT4OID, TEXTOID, JSONBOID, JSONBOID, TEXTARRAYOID};
+
+		plan = ledger_prepare_plan("WITH s AS (UPDATE ledger.streams"
+								   " SET last_seq = last_seq OPERATOR(pg_catalog.+) 1"
+								   " WHERE name OPERATOR(pg_catalog.=) $1"
+								   " RETURNING stream_id, last_seq, schema_version)"
+								   " INSERT INTO ledger.entries (id, seq, created_at, stream_id,"
+								   " schema_version, order_key, dedup_key, payload, metadata, tags,"
+								   " annotations)"
+								   " SELECT pg_catalog.nextval('ledger.entries_id_seq'::pg_catalog.regclass),"
+								   " s.last_seq, pg_catalog.now(), s.stream_id,"
+								   " COALESCE($2, s.schema_version), $3, '', $4, $5, $6, '{}' FROM s"
+								   " RETURNING id, seq, stream_id",
+								   6, types);
+	}
+	args[0] = CStringGetTextDatum(stream_name);
+	args[1] = Int32GetDatum(schema_version);
+	if (!has_version)
+		nulls[1] = 'n';
+	args[2] = PointerGetDatum(item->order_key);
+	args[3] = PointerGetDatum(item->payload);
+	args[4] = PointerGetDatum(item->metadata);
+	args[5] = PointerGetDatum(item->tags);
+	rc = SPI_execute_plan(plan, args, nulls, false, 0);
+	ledger_spi_check(rc, SPI_OK_INSERT_RETURNING, "append");
+	if (SPI_processed == 0)
+		return false;
+	item->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	item->seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	*stream_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	return true;
+}
+
+/*
  * Append items to a stream.  On return each item carries its id and seq,
  * and duplicate = true when its dedup key was already taken (by an existing
  * entry or an earlier item of the batch), with that entry's id and seq.
@@ -309,10 +360,44 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 	if (nitems == 0)
 		return;
 
-	seqoid = entries_id_sequence();
-
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ledger: SPI_connect failed");
+
+	/*
+	 * The horizon must know our floor before we draw an id.  Publishing it
+	 * before the stream lock (which may wait) holds read_all back a little
+	 * longer, never less.
+	 */
+	if (nitems == 1 && VARSIZE_ANY_EXHDR(items[0].dedup_key) == 0)
+	{
+		int32		stream_id;
+		int			attempt;
+
+		ledger_horizon_before_id();
+		for (attempt = 0; attempt < 2; attempt++)
+		{
+			if (append_one_fast(stream_name, &items[0], has_version, schema_version, &stream_id))
+				break;
+			ledger_stream_create(stream_name);
+		}
+		if (attempt == 2)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to concurrent creation of stream \"%s\"",
+							stream_name),
+					 errhint("Retry the transaction.")));
+		if (has_expected_seq && expected_seq != items[0].seq - 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("stream \"%s\" is at seq " INT64_FORMAT ", not at the expected seq " INT64_FORMAT,
+							stream_name, items[0].seq - 1, expected_seq),
+					 errdetail("The stream's last seq is " INT64_FORMAT ".", items[0].seq - 1)));
+		ledger_horizon_appended(stream_id);
+		SPI_finish();
+		return;
+	}
+
+	seqoid = entries_id_sequence();
 
 	ledger_stream_lock(stream_name, nitems, &stream);
 	prev_last_seq = stream.last_seq - nitems;

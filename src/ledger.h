@@ -54,6 +54,7 @@ typedef struct LedgerStream
 } LedgerStream;
 
 extern bool ledger_stream_lookup(const char *name, LedgerStream *stream);
+extern void ledger_stream_create(const char *name);
 extern void ledger_stream_lock(const char *name, int64 seq_delta,
 							   LedgerStream *stream);
 extern void ledger_stream_unbump(int32 stream_id, int64 seq_delta);

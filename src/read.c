@@ -57,45 +57,60 @@ PG_FUNCTION_INFO_V1(ledger_set_annotations);
 #define READ_ANNOTATIONS	(1 << 5)
 #define READ_VARIANTS		(1 << 6)
 
-#define READ_NARGS 9
+/*
+ * Plan parameters: $1 stream name, $2 after, $3 limit, then the filters
+ * order_key, tag, all_tags, metadata, annotations as $4..$8 -- the same
+ * order as read()'s arguments 4..8 and as the READ_* bits above.
+ */
+#define READ_NARGS 8
+#define READ_FIRST_FILTER_ARG 4
 
 static SPIPlanPtr
 read_plan(int variant)
 {
 	static SPIPlanPtr plans[READ_VARIANTS];
+	bool		desc = (variant & READ_DESCENDING) != 0;
 	StringInfoData sql;
 
 	if (plans[variant] != NULL)
 		return plans[variant];
 
+	/*
+	 * One statement: the stream's id and current version come from
+	 * once-evaluated subqueries, and ORDER BY names the index's leading
+	 * column so that only (stream_id, [order_key,] id) can serve it -- never
+	 * a scan of the primary key filtered by stream.
+	 */
 	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT " ENTRY_COLUMNS("$1") " FROM ledger.entries e"
-						   " WHERE e.stream_id OPERATOR(pg_catalog.=) $2");
-	if (variant & READ_DESCENDING)
-		appendStringInfoString(&sql, " AND e.id OPERATOR(pg_catalog.<) $3");
-	else
-		appendStringInfoString(&sql, " AND e.id OPERATOR(pg_catalog.>) $3");
+	appendStringInfoString(&sql, "SELECT " ENTRY_COLUMNS("$1") ","
+						   " (SELECT s.schema_version FROM ledger.streams s"
+						   " WHERE s.name OPERATOR(pg_catalog.=) $1)"
+						   " FROM ledger.entries e"
+						   " WHERE e.stream_id OPERATOR(pg_catalog.=) (SELECT s.stream_id"
+						   " FROM ledger.streams s WHERE s.name OPERATOR(pg_catalog.=) $1)");
+	appendStringInfoString(&sql, desc ? " AND e.id OPERATOR(pg_catalog.<) $2" :
+						   " AND e.id OPERATOR(pg_catalog.>) $2");
 	if (variant & READ_ORDER_KEY)
-		appendStringInfoString(&sql, " AND e.order_key OPERATOR(pg_catalog.=) $5");
+		appendStringInfoString(&sql, " AND e.order_key OPERATOR(pg_catalog.=) $4");
 	if (variant & READ_TAG)
-		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.@>) ARRAY[$6]");
+		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.@>) ARRAY[$5]");
 	if (variant & READ_ALL_TAGS)
-		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.@>) $7");
+		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.@>) $6");
 	if (variant & READ_METADATA)
-		appendStringInfoString(&sql, " AND e.metadata OPERATOR(pg_catalog.@>) $8");
+		appendStringInfoString(&sql, " AND e.metadata OPERATOR(pg_catalog.@>) $7");
 	if (variant & READ_ANNOTATIONS)
-		appendStringInfoString(&sql, " AND e.annotations OPERATOR(pg_catalog.@>) $9");
+		appendStringInfoString(&sql, " AND e.annotations OPERATOR(pg_catalog.@>) $8");
 	if (variant & READ_ORDER_KEY)
-		appendStringInfoString(&sql, (variant & READ_DESCENDING) ?
-							   " ORDER BY e.order_key DESC, e.id DESC" :
-							   " ORDER BY e.order_key, e.id");
+		appendStringInfoString(&sql, desc ?
+							   " ORDER BY e.stream_id DESC, e.order_key DESC, e.id DESC" :
+							   " ORDER BY e.stream_id, e.order_key, e.id");
 	else
-		appendStringInfoString(&sql, (variant & READ_DESCENDING) ?
-							   " ORDER BY e.id DESC" : " ORDER BY e.id");
-	appendStringInfoString(&sql, " LIMIT $4");
+		appendStringInfoString(&sql, desc ? " ORDER BY e.stream_id DESC, e.id DESC" :
+							   " ORDER BY e.stream_id, e.id");
+	appendStringInfoString(&sql, " LIMIT $3");
 
 	{
-		Oid			types[READ_NARGS] = {TEXTOID, INT4OID, INT8OID, INT8OID, TEXTOID,
+		Oid			types[READ_NARGS] = {TEXTOID, INT8OID, INT8OID, TEXTOID,
 		TEXTOID, TEXTARRAYOID, JSONBOID, JSONBOID};
 
 		plans[variant] = ledger_prepare_plan(sql.data, READ_NARGS, types);
@@ -217,26 +232,24 @@ ledger_read(PG_FUNCTION_ARGS)
 
 	memset(argnulls, ' ', sizeof(argnulls));
 	args[0] = CStringGetTextDatum(stream_name);
-	args[2] = Int64GetDatum(after);
-	args[3] = Int64GetDatum(limit);
+	args[1] = Int64GetDatum(after);
+	args[2] = Int64GetDatum(limit);
 	if (descending)
 		variant |= READ_DESCENDING;
-	/*
-	 * Arguments 4..8 (order_key, tag, all_tags, metadata, annotations) are
-	 * the optional filters; they are passed as plan parameters $5..$9 with
-	 * the same positions, and each one present selects its own plan.
-	 */
-	for (int i = 4; i < READ_NARGS; i++)
+	/* each filter given selects its own plan */
+	for (int i = 0; i < 5; i++)
 	{
-		if (PG_ARGISNULL(i))
+		int			arg = READ_FIRST_FILTER_ARG + i;
+
+		if (PG_ARGISNULL(arg))
 		{
-			args[i] = (Datum) 0;
-			argnulls[i] = 'n';
+			args[3 + i] = (Datum) 0;
+			argnulls[3 + i] = 'n';
 		}
 		else
 		{
-			args[i] = PG_GETARG_DATUM(i);
-			variant |= READ_ORDER_KEY << (i - 4);
+			args[3 + i] = PG_GETARG_DATUM(arg);
+			variant |= READ_ORDER_KEY << i;
 		}
 	}
 
@@ -251,41 +264,42 @@ ledger_read(PG_FUNCTION_ARGS)
 
 	for (;;)
 	{
-		LedgerStream stream;
-		bool		found;
+		SPITupleTable *tuptable;
+		uint64		nrows;
+		uint64		r;
+		int			rc;
 
-		/* Register before taking the snapshot, so no commit slips between. */
-		found = ledger_stream_lookup(stream_name, &stream);
+		/*
+		 * A waiter registers before its query takes a snapshot, so no commit
+		 * slips between; a stream that does not exist yet is waited for as
+		 * "anything in this database".  A waiting read also uses a fresh
+		 * snapshot, to see commits made after its transaction began.
+		 */
 		if (waiting)
-			ledger_wait_register(found ? stream.stream_id : 0);
-		if (waiting && found)
-			found = ledger_stream_lookup(stream_name, &stream);
-
-		if (found)
 		{
-			SPITupleTable *tuptable;
-			uint64		nrows;
-			int			rc;
-			uint64		r;
+			LedgerStream stream;
 
-			sink.target = sink.explicit_target ? PG_GETARG_INT32(9) : stream.schema_version;
-			args[1] = Int32GetDatum(stream.stream_id);
-			/* A waiting read must see commits made after its transaction began. */
-			if (waiting)
-				PushActiveSnapshot(GetLatestSnapshot());
-			rc = SPI_execute_plan(read_plan(variant), args, argnulls, waiting, limit);
-			if (waiting)
-				PopActiveSnapshot();
-			ledger_spi_check(rc, SPI_OK_SELECT, "read");
-			/* emit_entry may run queries of its own: keep our result */
-			tuptable = SPI_tuptable;
-			nrows = SPI_processed;
-			for (r = 0; r < nrows; r++)
-				emit_entry(&sink, tuptable->vals[r], tuptable->tupdesc, sink.target);
-			if (nrows > 0)
-				break;
+			ledger_wait_register(ledger_stream_lookup(stream_name, &stream) ? stream.stream_id : 0);
+			PushActiveSnapshot(GetLatestSnapshot());
 		}
-		if (!waiting || !ledger_wait_sleep(deadline))
+		rc = SPI_execute_plan(read_plan(variant), args, argnulls, waiting, limit);
+		if (waiting)
+			PopActiveSnapshot();
+		ledger_spi_check(rc, SPI_OK_SELECT, "read");
+
+		/* emit_entry may run queries of its own: keep our result */
+		tuptable = SPI_tuptable;
+		nrows = SPI_processed;
+		for (r = 0; r < nrows; r++)
+		{
+			HeapTuple	tup = tuptable->vals[r];
+			bool		isnull;
+			int32		target = sink.explicit_target ? PG_GETARG_INT32(9) :
+				DatumGetInt32(SPI_getbinval(tup, tuptable->tupdesc, ENTRY_NATTS + 1, &isnull));
+
+			emit_entry(&sink, tup, tuptable->tupdesc, target);
+		}
+		if (nrows > 0 || !waiting || !ledger_wait_sleep(deadline))
 			break;
 	}
 	if (waiting)
@@ -520,8 +534,7 @@ ledger_count(PG_FUNCTION_ARGS)
 Datum
 ledger_stat(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr first_plan = NULL;
-	static SPIPlanPtr last_plan = NULL;
+	static SPIPlanPtr entry_at_plan = NULL;
 	char	   *stream_name;
 	LedgerStream stream;
 	TupleDesc	desc;
@@ -563,30 +576,33 @@ ledger_stat(PG_FUNCTION_ARGS)
 		}
 		if (count > 0)
 		{
-			Datum		args[1];
+			Datum		args[2];
 			bool		isnull;
 			int			rc;
 
-			if (first_plan == NULL)
+			/*
+			 * The first and last entries are at known seqs: two point
+			 * lookups on (stream_id, seq), whatever the other streams hold.
+			 */
+			if (entry_at_plan == NULL)
 			{
-				Oid			types[1] = {INT4OID};
+				Oid			types[2] = {INT4OID, INT8OID};
 
-				first_plan = ledger_prepare_plan("SELECT e.id FROM ledger.entries e"
+				entry_at_plan = ledger_prepare_plan("SELECT e.id, e.created_at FROM ledger.entries e"
 												 " WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
-												 " ORDER BY e.id LIMIT 1", 1, types);
-				last_plan = ledger_prepare_plan("SELECT e.id, e.created_at FROM ledger.entries e"
-												" WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
-												" ORDER BY e.id DESC LIMIT 1", 1, types);
+												 " AND e.seq OPERATOR(pg_catalog.=) $2", 2, types);
 			}
 			args[0] = Int32GetDatum(stream.stream_id);
-			rc = SPI_execute_plan(first_plan, args, NULL, false, 1);
+			args[1] = Int64GetDatum(stream.trimmed_seq + 1);
+			rc = SPI_execute_plan(entry_at_plan, args, NULL, false, 1);
 			ledger_spi_check(rc, SPI_OK_SELECT, "stat");
 			if (SPI_processed == 1)
 			{
 				values[2] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 				nulls[2] = false;
 			}
-			rc = SPI_execute_plan(last_plan, args, NULL, false, 1);
+			args[1] = Int64GetDatum(stream.last_seq);
+			rc = SPI_execute_plan(entry_at_plan, args, NULL, false, 1);
 			ledger_spi_check(rc, SPI_OK_SELECT, "stat");
 			if (SPI_processed == 1)
 			{

@@ -72,13 +72,13 @@ ledger_stream_lookup(const char *name, LedgerStream *stream)
 }
 
 /*
- * Create the stream's row if it is missing.  The SHARE lock on
+ * Create the stream's row if it is missing (a no-op when it exists).  The SHARE lock on
  * stream_settings orders creation against set_schema_version(): either the
  * new row is stamped with the new version, or set_schema_version() (which
  * updates existing rows after taking ROW EXCLUSIVE) sees the new row.
  */
-static void
-stream_create(const char *name)
+void
+ledger_stream_create(const char *name)
 {
 	static SPIPlanPtr lock_plan = NULL;
 	static SPIPlanPtr insert_plan = NULL;
@@ -137,7 +137,7 @@ ledger_stream_lock(const char *name, int64 seq_delta, LedgerStream *stream)
 			stream_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, stream);
 			return;
 		}
-		stream_create(name);
+		ledger_stream_create(name);
 	}
 
 	/*
