@@ -223,6 +223,7 @@ insert_many(int32 stream_id, int32 version, LedgerAppendItem *items, int nitems,
 	Datum	   *tags = palloc(sizeof(Datum) * nnew);
 	Datum		args[9];
 	FmgrInfo	array_out_fn;
+	Datum		empty_tags_literal = CStringGetTextDatum("{}");
 	int			i,
 				k = 0,
 				rc;
@@ -255,8 +256,9 @@ insert_many(int32 stream_id, int32 version, LedgerAppendItem *items, int nitems,
 		dkeys[k] = PointerGetDatum(items[i].dedup_key);
 		payloads[k] = PointerGetDatum(items[i].payload);
 		metas[k] = PointerGetDatum(items[i].metadata);
-		tags[k] = CStringGetTextDatum(OutputFunctionCall(&array_out_fn,
-														 PointerGetDatum(items[i].tags)));
+		tags[k] = ARR_NDIM(items[i].tags) == 0 ? empty_tags_literal :
+			CStringGetTextDatum(OutputFunctionCall(&array_out_fn,
+												   PointerGetDatum(items[i].tags)));
 		k++;
 	}
 	Assert(k == nnew);
