@@ -704,6 +704,7 @@ typedef struct SinkStep
 	LedgerExportRow *rows;
 	int			nrows;
 	int64		scanned_to;		/* every matching id <= this is in rows */
+	int64		horizon;		/* the read_all horizon at fetch time */
 	/* for record_* */
 	char	   *error;
 } SinkStep;
@@ -721,7 +722,8 @@ fetch_batch(void *arg)
 	SinkStep   *step = (SinkStep *) arg;
 	int64		from = Max(step->sink->position, step->state->target_position);
 	int64		horizon;
-	Datum		args[4];
+	int64		window_end;
+	Datum		args[5];
 	uint64		r;
 	int			rc;
 
@@ -730,14 +732,21 @@ fetch_batch(void *arg)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ledger: SPI_connect failed");
 	horizon = ledger_horizon();
+	step->horizon = horizon;
 	if (horizon <= from + 1)
 	{
 		SPI_finish();
 		return true;
 	}
+	/*
+	 * Scan a bounded window of ids per batch, so that a batch costs the
+	 * same whatever plan the statistics of a freshly loaded table suggest.
+	 */
+	window_end = Min(horizon - 1, from + (int64) ledger_export_batch * 4);
+
 	if (plan == NULL)
 	{
-		Oid			types[4] = {INT8OID, INT8OID, TEXTOID, INT8OID};
+		Oid			types[5] = {INT8OID, INT8OID, TEXTOID, INT8OID, INT8OID};
 
 		plan = ledger_prepare_plan("SELECT e.id, s.name::pg_catalog.text, e.seq, e.payload::pg_catalog.text,"
 								   " e.order_key::pg_catalog.text, e.dedup_key::pg_catalog.text, e.schema_version,"
@@ -745,17 +754,18 @@ fetch_batch(void *arg)
 								   " e.annotations::pg_catalog.text, e.created_at, e.updated_at"
 								   " FROM ledger.entries e JOIN ledger.streams s"
 								   " ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id"
-								   " WHERE e.id OPERATOR(pg_catalog.>) $1 AND e.id OPERATOR(pg_catalog.<) $2"
+								   " WHERE e.id OPERATOR(pg_catalog.>) $1 AND e.id OPERATOR(pg_catalog.<=) $5"
 								   " AND ($3 OPERATOR(pg_catalog.=) '*' OR s.name OPERATOR(pg_catalog.=) $3"
 								   " OR (pg_catalog.right($3, 1) OPERATOR(pg_catalog.=) '*'"
 								   " AND pg_catalog.starts_with(s.name, pg_catalog.left($3, -1))))"
 								   " ORDER BY e.id LIMIT $4",
-								   4, types);
+								   5, types);
 	}
 	args[0] = Int64GetDatum(from);
 	args[1] = Int64GetDatum(horizon);
 	args[2] = CStringGetTextDatum(step->sink->streams);
 	args[3] = Int64GetDatum(ledger_export_batch);
+	args[4] = Int64GetDatum(window_end);
 	rc = SPI_execute_plan(plan, args, NULL, true, 0);
 	ledger_spi_check(rc, SPI_OK_SELECT, "export batch");
 
@@ -789,8 +799,8 @@ fetch_batch(void *arg)
 		MemoryContextSwitchTo(old);
 	}
 	step->nrows = (int) SPI_processed;
-	/* a short batch means every matching entry below the horizon is in it */
-	step->scanned_to = step->nrows < ledger_export_batch ? horizon - 1 :
+	/* a short batch means every matching entry of the window is in it */
+	step->scanned_to = step->nrows < ledger_export_batch ? window_end :
 		step->rows[step->nrows - 1].id;
 	SPI_finish();
 	return true;
@@ -927,7 +937,8 @@ export_step(SinkRow *sink, MemoryContext cxt)
 	st->failures = 0;
 	if (step.scanned_to > sink->position || step.nrows > 0 || strcmp(sink->state, "error") == 0)
 		(void) run_in_transaction(record_success, &step, "ledger: recording sink position");
-	return step.nrows >= ledger_export_batch;
+	/* more to do now: a full batch, or a window that ended below the horizon */
+	return step.nrows >= ledger_export_batch || step.scanned_to < step.horizon - 1;
 }
 
 static bool

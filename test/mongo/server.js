@@ -180,23 +180,51 @@ function indexApplies(index, doc) {
   return true;
 }
 
+// A unique index's keys, kept in a Set so that an insert costs O(1) per
+// index, not a scan of the collection.  Dropped on delete or a new index and
+// rebuilt lazily.  BSON bytes of the key values are the identity.
+function keyIdentity(values) {
+  return BSON.serialize({ k: values.map((v) => (v === undefined ? null : v)) }).toString('base64');
+}
+
+const uniqueKeySets = new WeakMap();	// index spec -> Set of key identities
+
+function uniqueKeys(coll, index) {
+  let keys = uniqueKeySets.get(index);
+  if (!keys) {
+    keys = new Set();
+    for (const other of coll.docs) {
+      if (indexApplies(index, other)) keys.add(keyIdentity(indexKeyValues(index, other)));
+    }
+    uniqueKeySets.set(index, keys);
+  }
+  return keys;
+}
+
+function forgetUniqueKeys(coll) {
+  for (const index of coll.indexes) uniqueKeySets.delete(index);
+}
+
 function duplicateOf(coll, ns, doc) {
   for (const index of coll.indexes) {
     const unique = index.name === '_id_' || index.unique === true;
     if (!unique || !indexApplies(index, doc)) continue;
     const mine = indexKeyValues(index, doc);
-    for (const other of coll.docs) {
-      if (!indexApplies(index, other)) continue;
-      const theirs = indexKeyValues(index, other);
-      if (mine.every((v, i) => compare(v === undefined ? null : v,
-        theirs[i] === undefined ? null : theirs[i]) === 0)) {
-        const keyText = Object.keys(index.key).map((k, i) =>
-          `${k}: ${JSON.stringify(mine[i] === undefined ? null : mine[i])}`).join(', ');
-        return `E11000 duplicate key error collection: ${ns} index: ${index.name} dup key: { ${keyText} }`;
-      }
+    if (uniqueKeys(coll, index).has(keyIdentity(mine))) {
+      const keyText = Object.keys(index.key).map((k, i) =>
+        `${k}: ${JSON.stringify(mine[i] === undefined ? null : mine[i])}`).join(', ');
+      return `E11000 duplicate key error collection: ${ns} index: ${index.name} dup key: { ${keyText} }`;
     }
   }
   return null;
+}
+
+function rememberUniqueKeys(coll, doc) {
+  for (const index of coll.indexes) {
+    const unique = index.name === '_id_' || index.unique === true;
+    const keys = uniqueKeySets.get(index);
+    if (unique && keys && indexApplies(index, doc)) keys.add(keyIdentity(indexKeyValues(index, doc)));
+  }
 }
 
 function cmdInsert(db, body, seqs) {
@@ -220,6 +248,7 @@ function cmdInsert(db, body, seqs) {
       continue;
     }
     coll.docs.push(docs[i]);
+    rememberUniqueKeys(coll, docs[i]);
     n++;
   }
   const reply = { n: new Int32(n) };
@@ -241,6 +270,7 @@ function cmdDelete(db, body, seqs) {
       else keep.push(doc);
     }
     coll.docs = keep;
+    forgetUniqueKeys(coll);
   }
   return { n: new Int32(n), ok: new Double(1) };
 }
@@ -307,6 +337,7 @@ function cmdCreateIndexes(db, body) {
       }
     }
     coll.indexes.push({ v: 2, ...spec });
+    forgetUniqueKeys(coll);
   }
   return {
     numIndexesBefore: new Int32(before),
