@@ -42,12 +42,13 @@ ledger_shmem_startup(void)
 void
 _PG_init(void)
 {
+	/* SUSET: a limit that the writers it protects against cannot raise */
 	DefineCustomIntVariable("ledger.max_payload_bytes",
 							"Largest payload (jsonb size in bytes) that append accepts.",
 							NULL,
 							&ledger_max_payload_bytes,
 							1024 * 1024, 1, 512 * 1024 * 1024,
-							PGC_USERSET, GUC_UNIT_BYTE,
+							PGC_SUSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ledger.worker_naptime",
