@@ -39,8 +39,9 @@ typedef struct LedgerProcSlot
 typedef struct LedgerDbWorker
 {
 	Oid			dboid;			/* InvalidOid = free */
-	int			pid;
+	int			pid;			/* 0 while a requested worker is starting */
 	int			pgprocno;
+	TimestampTz requested_at;	/* when a backend asked for it */
 } LedgerDbWorker;
 
 typedef struct LedgerShared

@@ -110,26 +110,62 @@ start_db_worker(Oid dboid)
 	return RegisterDynamicBackgroundWorker(&worker, &handle);
 }
 
-/* The registry slot of a database's live worker, or NULL. */
+/* A requested worker that has not shown up by then is presumed lost. */
+#define WORKER_START_TIMEOUT_MS 10000
+
+/*
+ * The registry slot of a database's worker, running or starting, or NULL.
+ * Caller holds worker_mutex.
+ */
 static LedgerDbWorker *
-find_worker(Oid dboid, int *pid, int *pgprocno)
+registry_lookup(Oid dboid, TimestampTz now)
 {
-	LedgerDbWorker *found = NULL;
 	int			i;
 
-	SpinLockAcquire(&ledger_shared->worker_mutex);
 	for (i = 0; i < LEDGER_MAX_DB_WORKERS; i++)
 	{
-		if (ledger_shared->workers[i].dboid == dboid)
+		LedgerDbWorker *w = &ledger_shared->workers[i];
+
+		if (w->dboid != dboid)
+			continue;
+		if (w->pid == 0 &&
+			TimestampDifferenceExceeds(w->requested_at, now, WORKER_START_TIMEOUT_MS))
 		{
-			found = &ledger_shared->workers[i];
-			*pid = found->pid;
-			*pgprocno = found->pgprocno;
-			break;
+			w->dboid = InvalidOid;	/* never started: forget it */
+			continue;
 		}
+		return w;
+	}
+	return NULL;
+}
+
+static LedgerDbWorker *
+registry_free_slot(void)
+{
+	int			i;
+
+	for (i = 0; i < LEDGER_MAX_DB_WORKERS; i++)
+		if (ledger_shared->workers[i].dboid == InvalidOid)
+			return &ledger_shared->workers[i];
+	return NULL;
+}
+
+/* Is a worker running (pid > 0) or starting (pid 0) for dboid? */
+static bool
+find_worker(Oid dboid, int *pid, int *pgprocno)
+{
+	LedgerDbWorker *w;
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&ledger_shared->worker_mutex);
+	w = registry_lookup(dboid, now);
+	if (w)
+	{
+		*pid = w->pid;
+		*pgprocno = w->pgprocno;
 	}
 	SpinLockRelease(&ledger_shared->worker_mutex);
-	return found;
+	return w != NULL;
 }
 
 /*
@@ -162,12 +198,46 @@ worker_xact_callback(XactEvent event, void *arg)
 	worker_requested = false;
 	if (ledger_shared == NULL)
 		return;
-	if (find_worker(MyDatabaseId, &pid, &pgprocno))
-		SetLatch(&ProcGlobal->allProcs[pgprocno].procLatch);
-	else if (!start_db_worker(MyDatabaseId))
-		ereport(WARNING,
-				(errmsg("could not start the ledger worker for this database"),
-				 errhint("Raise max_worker_processes.")));
+
+	/*
+	 * Wake the worker, or reserve its slot as "starting" and start one: the
+	 * reservation keeps a burst of commits from starting a worker each.
+	 */
+	{
+		LedgerDbWorker *w;
+		bool		start = false;
+		TimestampTz now = GetCurrentTimestamp();
+
+		SpinLockAcquire(&ledger_shared->worker_mutex);
+		w = registry_lookup(MyDatabaseId, now);
+		if (w)
+		{
+			pid = w->pid;
+			pgprocno = w->pgprocno;
+		}
+		else if ((w = registry_free_slot()) != NULL)
+		{
+			w->dboid = MyDatabaseId;
+			w->pid = 0;
+			w->requested_at = now;
+			start = true;
+		}
+		SpinLockRelease(&ledger_shared->worker_mutex);
+
+		if (w && !start && pid > 0)
+			SetLatch(&ProcGlobal->allProcs[pgprocno].procLatch);
+		if (start && !start_db_worker(MyDatabaseId))
+		{
+			SpinLockAcquire(&ledger_shared->worker_mutex);
+			if (w->dboid == MyDatabaseId && w->pid == 0)
+				w->dboid = InvalidOid;
+			SpinLockRelease(&ledger_shared->worker_mutex);
+			/* health() reports a database with work and no worker */
+			ereport(LOG,
+					(errmsg("could not start the ledger worker for database %u", MyDatabaseId),
+					 errhint("Raise max_worker_processes.")));
+		}
+	}
 }
 
 void
@@ -224,7 +294,9 @@ ledger_health_worker_checks(ReturnSetInfo *rsinfo)
 	if (find_worker(MyDatabaseId, &pid, &pgprocno))
 	{
 		values[1] = BoolGetDatum(true);
-		values[2] = CStringGetTextDatum(psprintf("ledger worker running as pid %d", pid));
+		values[2] = CStringGetTextDatum(pid > 0 ?
+										psprintf("ledger worker running as pid %d", pid) :
+										pstrdup("ledger worker starting"));
 	}
 	else if (!work_exists())
 	{
@@ -387,33 +459,32 @@ work_exists_in_transaction(void *arg)
 	return true;
 }
 
-/* Claim this database's registry slot; false if another worker has it. */
+/*
+ * Claim this database's registry slot: adopt the one reserved for us by the
+ * backend that asked, or take a free one.  False if another worker has it.
+ */
 static bool
 claim_registry_slot(void)
 {
-	int			i;
-	int			free_slot = -1;
-	bool		taken = false;
+	LedgerDbWorker *w;
+	bool		full = false;
+	TimestampTz now = GetCurrentTimestamp();
 
 	SpinLockAcquire(&ledger_shared->worker_mutex);
-	for (i = 0; i < LEDGER_MAX_DB_WORKERS; i++)
+	w = registry_lookup(MyDatabaseId, now);
+	if (w && w->pid != 0)
+		w = NULL;				/* another worker serves the database */
+	else if (w == NULL && (w = registry_free_slot()) == NULL)
+		full = true;
+	if (w)
 	{
-		LedgerDbWorker *w = &ledger_shared->workers[i];
-
-		if (w->dboid == MyDatabaseId)
-			taken = true;
-		else if (w->dboid == InvalidOid && free_slot < 0)
-			free_slot = i;
-	}
-	if (!taken && free_slot >= 0)
-	{
-		my_registry_slot = &ledger_shared->workers[free_slot];
-		my_registry_slot->dboid = MyDatabaseId;
-		my_registry_slot->pid = MyProcPid;
-		my_registry_slot->pgprocno = MyProc->pgprocno;
+		w->dboid = MyDatabaseId;
+		w->pid = MyProcPid;
+		w->pgprocno = MyProc->pgprocno;
+		my_registry_slot = w;
 	}
 	SpinLockRelease(&ledger_shared->worker_mutex);
-	if (!taken && free_slot < 0)
+	if (full)
 		ereport(LOG,
 				(errmsg("ledger: more than %d databases use ledger; database %u gets no worker",
 						LEDGER_MAX_DB_WORKERS, MyDatabaseId)));
@@ -766,7 +837,15 @@ fetch_batch(void *arg)
 	args[2] = CStringGetTextDatum(step->sink->streams);
 	args[3] = Int64GetDatum(ledger_export_batch);
 	args[4] = Int64GetDatum(window_end);
+
+	/*
+	 * Read with a snapshot taken after the horizon: the transaction's own
+	 * snapshot is older, and could miss an entry below the horizon that
+	 * committed in between -- which the position would then step over.
+	 */
+	PushActiveSnapshot(GetLatestSnapshot());
 	rc = SPI_execute_plan(plan, args, NULL, true, 0);
+	PopActiveSnapshot();
 	ledger_spi_check(rc, SPI_OK_SELECT, "export batch");
 
 	{
