@@ -63,6 +63,11 @@ SELECT pg_temp.err($$SELECT * FROM ledger.read_all(streams => 'gap')$$);
 -- reading below the stored version without a way down is 22023
 SELECT ledger.append('gap', '{"a": 3}', schema_version => 3) > 0;
 SELECT pg_temp.err(format($$SELECT * FROM ledger.read('gap', as_version => 2, after => %s)$$, :gap_id));
+-- by default an entry newer than the stream's version is returned as stored
+SELECT ledger.append('newer', '{"a": 1}', schema_version => 5) > 0;
+SELECT schema_version, payload FROM ledger.read('newer');
+SELECT schema_version, payload FROM ledger.get('newer', 1);
+SELECT pg_temp.err($$SELECT * FROM ledger.read('newer', as_version => 4)$$);
 -- declarative steps need object payloads
 SELECT ledger.append('scalar', '5', schema_version => 1) > 0;
 SELECT ledger.register_upcaster('scalar', 1, 2, defaults => '{"x": 1}');

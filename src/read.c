@@ -149,7 +149,12 @@ emit_entry(EntrySink *sink, HeapTuple tuple, TupleDesc spidesc, int32 target)
 	Assert(spidesc->natts <= ENTRY_NATTS + 1);
 	heap_deform_tuple(tuple, spidesc, values, nulls);
 	version = DatumGetInt32(values[ENTRY_ATT_VERSION]);
-	if (version != target)
+	/*
+	 * Upcast to the target; by default (no as_version) an entry stamped
+	 * with a version newer than the stream's current one is returned as
+	 * stored, since only an explicit as_version asks for a way down.
+	 */
+	if (version != target && (sink->explicit_target || version < target))
 	{
 		text	   *stream = DatumGetTextPP(values[1]);
 		int			len = VARSIZE_ANY_EXHDR(stream);
@@ -500,7 +505,7 @@ ledger_get(PG_FUNCTION_ARGS)
 		seq_out_of_range(stream_name, seq, &stream);
 
 	heap_deform_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, values, nulls);
-	if (DatumGetInt32(values[ENTRY_ATT_VERSION]) != stream.schema_version)
+	if (DatumGetInt32(values[ENTRY_ATT_VERSION]) < stream.schema_version)
 	{
 		LedgerUpcastPlan *up = ledger_upcast_plan(stream_name, stream.schema_version, false);
 
