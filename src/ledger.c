@@ -9,7 +9,9 @@
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "nodes/pg_list.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 
 PG_MODULE_MAGIC;
 
@@ -22,6 +24,34 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 void		_PG_init(void);
+
+/*
+ * Some 15.x builds only let a library serve as an output plugin when it is
+ * listed in output_plugin_libraries.  Preloading ledger is the
+ * administrator's trust in it, so when that setting is left at its default
+ * we add ourselves to the list; an explicit setting is left alone (the
+ * dynamic-default source ranks below the configuration file).
+ */
+static void
+trust_as_output_plugin(void)
+{
+	const char *current = GetConfigOption("output_plugin_libraries", true, false);
+	char	   *copy;
+	List	   *names;
+	ListCell   *lc;
+
+	if (current == NULL)
+		return;					/* this server has no such setting */
+	copy = pstrdup(current);
+	if (!SplitIdentifierString(copy, ',', &names))
+		return;
+	foreach(lc, names)
+		if (strcmp((char *) lfirst(lc), "ledger") == 0)
+			return;
+	SetConfigOption("output_plugin_libraries",
+					psprintf("%s%sledger", current, current[0] ? ", " : ""),
+					PGC_POSTMASTER, PGC_S_DYNAMIC_DEFAULT);
+}
 
 static void
 ledger_shmem_request(void)
@@ -85,6 +115,7 @@ _PG_init(void)
 		return;
 
 	ledger_loaded_via_preload = true;
+	trust_as_output_plugin();
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = ledger_shmem_request;
