@@ -151,23 +151,27 @@ ledger_create_sink(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* UPDATE/DELETE one sink by name; 42704 when there is none. */
+/*
+ * UPDATE/DELETE one sink by name; 42704 when there is none.  *plan caches
+ * the statement for the backend's lifetime.
+ */
 static void
-change_sink(FunctionCallInfo fcinfo, const char *sql, const char *what)
+change_sink(FunctionCallInfo fcinfo, SPIPlanPtr *plan, const char *sql, const char *what)
 {
 	char	   *name = check_sink_name(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
-	SPIPlanPtr	plan;
 	Datum		args[1];
-	Oid			types[1] = {TEXTOID};
 	int			rc;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ledger: SPI_connect failed");
-	plan = SPI_prepare(sql, 1, types);
-	if (plan == NULL)
-		elog(ERROR, "ledger: SPI_prepare failed for %s", what);
+	if (*plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		*plan = ledger_prepare_plan(sql, 1, types);
+	}
 	args[0] = CStringGetTextDatum(name);
-	rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	rc = SPI_execute_plan(*plan, args, NULL, false, 0);
 	if (rc < 0)
 		elog(ERROR, "ledger: %s failed: %s", what, SPI_result_code_string(rc));
 	if (SPI_processed == 0)
@@ -180,14 +184,18 @@ change_sink(FunctionCallInfo fcinfo, const char *sql, const char *what)
 Datum
 ledger_drop_sink(PG_FUNCTION_ARGS)
 {
-	change_sink(fcinfo, "DELETE FROM ledger.sinks WHERE name OPERATOR(pg_catalog.=) $1", "drop_sink");
+	static SPIPlanPtr plan = NULL;
+
+	change_sink(fcinfo, &plan, "DELETE FROM ledger.sinks WHERE name OPERATOR(pg_catalog.=) $1", "drop_sink");
 	PG_RETURN_VOID();
 }
 
 Datum
 ledger_pause_sink(PG_FUNCTION_ARGS)
 {
-	change_sink(fcinfo, "UPDATE ledger.sinks SET state = 'paused' WHERE name OPERATOR(pg_catalog.=) $1",
+	static SPIPlanPtr plan = NULL;
+
+	change_sink(fcinfo, &plan, "UPDATE ledger.sinks SET state = 'paused' WHERE name OPERATOR(pg_catalog.=) $1",
 				"pause_sink");
 	PG_RETURN_VOID();
 }
@@ -195,8 +203,10 @@ ledger_pause_sink(PG_FUNCTION_ARGS)
 Datum
 ledger_resume_sink(PG_FUNCTION_ARGS)
 {
+	static SPIPlanPtr plan = NULL;
+
 	ledger_require_preload("resume_sink");
-	change_sink(fcinfo, "UPDATE ledger.sinks SET state = 'active' WHERE name OPERATOR(pg_catalog.=) $1",
+	change_sink(fcinfo, &plan, "UPDATE ledger.sinks SET state = 'active' WHERE name OPERATOR(pg_catalog.=) $1",
 				"resume_sink");
 	PG_RETURN_VOID();
 }

@@ -266,15 +266,17 @@ ledger_wake_worker(PG_FUNCTION_ARGS)
 static bool
 work_exists(void)
 {
+	static SPIPlanPtr plan = NULL;
 	bool		exists = false;
 	bool		isnull;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ledger: SPI_connect failed");
-	if (SPI_execute("SELECT EXISTS (SELECT 1 FROM ledger.sinks)"
-					" OR EXISTS (SELECT 1 FROM ledger.stream_settings"
-					" WHERE max_entries IS NOT NULL OR max_age IS NOT NULL)", true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
+	if (plan == NULL)
+		plan = ledger_prepare_plan("SELECT EXISTS (SELECT 1 FROM ledger.sinks)"
+								   " OR EXISTS (SELECT 1 FROM ledger.stream_settings"
+								   " WHERE max_entries IS NOT NULL OR max_age IS NOT NULL)", 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 		exists = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
 	return exists;
@@ -558,13 +560,15 @@ typedef struct RetentionList
 static bool
 load_retention_rules(void *arg)
 {
+	static SPIPlanPtr plan = NULL;
 	RetentionList *list = (RetentionList *) arg;
 	uint64		r;
 	int			rc;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ledger: SPI_connect failed");
-	rc = SPI_execute("SELECT s.name::pg_catalog.text, r.max_entries, r.max_age,"
+	if (plan == NULL)
+		plan = ledger_prepare_plan("SELECT s.name::pg_catalog.text, r.max_entries, r.max_age,"
 					 " (SELECT pg_catalog.min(k.position) FROM ledger.sinks k"
 					 " WHERE k.state OPERATOR(pg_catalog.=) 'active'"
 					 " AND (k.streams OPERATOR(pg_catalog.=) s.name"
@@ -579,7 +583,8 @@ load_retention_rules(void *arg)
 					 " ORDER BY (st.pattern OPERATOR(pg_catalog.=) s.name) DESC,"
 					 " pg_catalog.length(st.pattern) DESC LIMIT 1) r"
 					 " WHERE s.last_seq OPERATOR(pg_catalog.>) s.trimmed_seq",
-					 true, 0);
+					 0, NULL);
+	rc = SPI_execute_plan(plan, NULL, NULL, true, 0);
 	ledger_spi_check(rc, SPI_OK_SELECT, "retention rules");
 	for (r = 0; r < SPI_processed; r++)
 	{
@@ -670,15 +675,18 @@ typedef struct SinkList
 static bool
 load_sinks(void *arg)
 {
+	static SPIPlanPtr plan = NULL;
 	SinkList   *list = (SinkList *) arg;
 	uint64		r;
 	int			rc;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ledger: SPI_connect failed");
-	rc = SPI_execute("SELECT name::pg_catalog.text, kind, target, streams::pg_catalog.text,"
-					 " options::pg_catalog.text, state, position, created_at::pg_catalog.text"
-					 " FROM ledger.sinks ORDER BY name", true, 0);
+	if (plan == NULL)
+		plan = ledger_prepare_plan("SELECT name::pg_catalog.text, kind, target, streams::pg_catalog.text,"
+								   " options::pg_catalog.text, state, position, created_at::pg_catalog.text"
+								   " FROM ledger.sinks ORDER BY name", 0, NULL);
+	rc = SPI_execute_plan(plan, NULL, NULL, true, 0);
 	ledger_spi_check(rc, SPI_OK_SELECT, "sink list");
 	for (r = 0; r < SPI_processed; r++)
 	{
