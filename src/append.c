@@ -362,8 +362,7 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 	if (nitems == 0)
 		return;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 
 	/*
 	 * The horizon must know our floor before we draw an id.  Publishing it

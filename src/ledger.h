@@ -38,6 +38,7 @@ extern void ledger_check_tags(ArrayType *tags, const char *argname);
 extern int32 ledger_check_limit(int32 limit);
 
 /* spi_plan.c: plans prepared once per backend */
+extern void ledger_spi_connect(void);
 extern SPIPlanPtr ledger_prepare_plan(const char *sql, int nargs, Oid *argtypes);
 extern void ledger_spi_check(int rc, int expected, const char *what);
 

@@ -264,8 +264,7 @@ ledger_read(PG_FUNCTION_ARGS)
 	sink.desc = rsinfo->setDesc;
 	sink.explicit_target = !PG_ARGISNULL(9);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 
 	for (;;)
 	{
@@ -363,8 +362,7 @@ ledger_read_all(PG_FUNCTION_ARGS)
 	args[2] = CStringGetTextDatum(pattern ? pattern : "");
 	args[3] = Int64GetDatum(limit);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plans[variant] == NULL)
 	{
 		static const char *const filters[3] = {
@@ -476,8 +474,7 @@ ledger_get(PG_FUNCTION_ARGS)
 		elog(ERROR, "ledger: get() must return a composite type");
 	BlessTupleDesc(desc);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 
 	if (!ledger_stream_lookup(stream_name, &stream))
 	{
@@ -528,8 +525,7 @@ ledger_count(PG_FUNCTION_ARGS)
 	int64		count = 0;
 
 	stream_name = ledger_check_stream_name(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (ledger_stream_lookup(stream_name, &stream))
 		count = stream.last_seq - stream.trimmed_seq;
 	SPI_finish();
@@ -554,8 +550,7 @@ ledger_stat(PG_FUNCTION_ARGS)
 	BlessTupleDesc(desc);
 	memset(nulls, true, sizeof(nulls));
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 
 	values[0] = CStringGetTextDatum(stream_name);
 	nulls[0] = false;
@@ -679,8 +674,7 @@ ledger_streams(PG_FUNCTION_ARGS)
 	}
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plan == NULL)
 	{
 		Oid			types[4] = {TEXTOID, TEXTOID, INT8OID, TEXTOID};
@@ -767,8 +761,7 @@ ledger_set_tags(PG_FUNCTION_ARGS)
 	tags = PG_ARGISNULL(2) ? construct_empty_array(TEXTOID) : PG_GETARG_ARRAYTYPE_P(2);
 	ledger_check_tags(tags, "tags");
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plan == NULL)
 	{
 		Oid			types[3] = {INT8OID, TEXTOID, TEXTARRAYOID};
@@ -800,8 +793,7 @@ ledger_set_annotations(PG_FUNCTION_ARGS)
 	annotations = PG_GETARG_JSONB_P(2);
 	ledger_check_string_object(annotations, "annotations", true);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plan == NULL)
 	{
 		Oid			types[3] = {INT8OID, TEXTOID, JSONBOID};

@@ -57,8 +57,7 @@ LedgerTrim(const char *stream_name, int64 before_id, int64 max_rows)
 	int64		deleted = 0;
 	volatile int rc = 0;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 
 	if (!ledger_stream_lookup(stream_name, &stream) || before_id <= 0)
 	{
@@ -143,8 +142,7 @@ LedgerEnforceRetention(const char *stream_name, bool has_max_entries, int64 max_
 	bool		isnull;
 	int			rc;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (seq_plan == NULL)
 	{
 		Oid			types[3] = {INT4OID, INT8OID, TIMESTAMPTZOID};
@@ -246,8 +244,7 @@ ledger_set_retention(PG_FUNCTION_ARGS)
 							DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(2))))));
 	}
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plan == NULL)
 	{
 		Oid			types[3] = {TEXTOID, INT8OID, INTERVALOID};

@@ -125,8 +125,7 @@ ledger_create_sink(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s sink \"%s\": %s", kind, name, err)));
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plan == NULL)
 	{
 		Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID};
@@ -162,8 +161,7 @@ change_sink(FunctionCallInfo fcinfo, SPIPlanPtr *plan, const char *sql, const ch
 	Datum		args[1];
 	int			rc;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (*plan == NULL)
 	{
 		Oid			types[1] = {TEXTOID};

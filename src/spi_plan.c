@@ -25,6 +25,13 @@ ledger_prepare_plan(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
+void
+ledger_spi_connect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ledger: SPI_connect failed");
+}
+
 /* Can't-happen SPI failures: the statements are ours and fixed. */
 void
 ledger_spi_check(int rc, int expected, const char *what)

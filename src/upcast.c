@@ -608,8 +608,7 @@ store_upcaster(const char *pattern, int32 from_version, int32 to_version,
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plan == NULL)
 	{
 		Oid			types[7] = {TEXTOID, INT4OID, INT4OID, JSONBOID, JSONBOID, TEXTARRAYOID, OIDOID};
@@ -734,8 +733,7 @@ ledger_drop_upcaster(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("from_version must not be null")));
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plan == NULL)
 	{
 		Oid			types[2] = {TEXTOID, INT4OID};
@@ -774,8 +772,7 @@ ledger_set_schema_version(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("schema version must be at least 1, not %d", PG_GETARG_INT32(1))));
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plan == NULL)
 	{
 		Oid			types[2] = {TEXTOID, INT4OID};

@@ -270,8 +270,7 @@ work_exists(void)
 	bool		exists = false;
 	bool		isnull;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plan == NULL)
 		plan = ledger_prepare_plan("SELECT EXISTS (SELECT 1 FROM ledger.sinks)"
 								   " OR EXISTS (SELECT 1 FROM ledger.stream_settings"
@@ -565,8 +564,7 @@ load_retention_rules(void *arg)
 	uint64		r;
 	int			rc;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plan == NULL)
 		plan = ledger_prepare_plan("SELECT s.name::pg_catalog.text, r.max_entries, r.max_age,"
 					 " (SELECT pg_catalog.min(k.position) FROM ledger.sinks k"
@@ -680,8 +678,7 @@ load_sinks(void *arg)
 	uint64		r;
 	int			rc;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plan == NULL)
 		plan = ledger_prepare_plan("SELECT name::pg_catalog.text, kind, target, streams::pg_catalog.text,"
 								   " options::pg_catalog.text, state, position, created_at::pg_catalog.text"
@@ -808,8 +805,7 @@ fetch_batch(void *arg)
 
 	step->nrows = 0;
 	step->scanned_to = from;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	horizon = ledger_horizon();
 	step->horizon = horizon;
 	if (horizon <= from + 1)
@@ -901,8 +897,7 @@ record_success(void *arg)
 	Datum		args[3];
 	int			rc;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plan == NULL)
 	{
 		Oid			types[3] = {TEXTOID, INT8OID, INT8OID};
@@ -930,8 +925,7 @@ record_error(void *arg)
 	Datum		args[2];
 	int			rc;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ledger: SPI_connect failed");
+	ledger_spi_connect();
 	if (plan == NULL)
 	{
 		Oid			types[2] = {TEXTOID, TEXTOID};
