@@ -67,6 +67,9 @@ SELECT * FROM ledger.append_batch('batch', ARRAY[
 	ROW('{"i": 5}', 'k5', 'd5', '{"m": "5"}', '{y,z}')::ledger.append_input,
 	ROW('{"i": 6}', NULL, NULL, NULL, NULL)::ledger.append_input]);
 SELECT seq, payload, order_key, dedup_key, metadata, tags FROM ledger.read('batch', after => 0) WHERE seq > 3;
+-- an untyped literal needs no cast
+SELECT ord, seq, duplicate FROM ledger.append_batch('untyped', '[{"payload": 1}, {"payload": 2}]');
+SELECT pg_temp.err($$SELECT * FROM ledger.append_batch('untyped', 'not json')$$);
 -- empty batches return no rows and create nothing
 SELECT * FROM ledger.append_batch('empty-batch', '[]'::jsonb);
 SELECT * FROM ledger.append_batch('empty-batch', ARRAY[]::ledger.append_input[]);

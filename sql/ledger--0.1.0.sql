@@ -221,6 +221,20 @@ SET search_path = ledger, pg_catalog, pg_temp;
 COMMENT ON FUNCTION ledger.append_batch(text, jsonb, integer, bigint) IS
 'Appends a JSON array of {payload, order_key, dedup_key, metadata, tags} objects atomically';
 
+-- An untyped literal ('[…]') would be ambiguous between the two forms above;
+-- a text parameter is preferred for it, so this overload takes such calls.
+CREATE FUNCTION ledger.append_batch(
+	stream			text,
+	entries			text,
+	schema_version	integer DEFAULT NULL,
+	expected_seq	bigint DEFAULT NULL)
+RETURNS TABLE (ord integer, id bigint, seq bigint, duplicate boolean)
+AS 'MODULE_PATHNAME', 'ledger_append_batch_jsonb'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER ROWS 100
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.append_batch(text, text, integer, bigint) IS
+'The jsonb form of append_batch, for a JSON array given as text or as an untyped literal';
+
 -- ---------------------------------------------------------------------------
 -- Reading
 -- ---------------------------------------------------------------------------
@@ -352,6 +366,23 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = ledger, pg_catalog, pg_temp;
 COMMENT ON FUNCTION ledger.register_upcaster(text, integer, integer, jsonb, jsonb, text[]) IS
 'Registers a declarative upcaster (rename, then defaults, then remove) from one schema version to another';
+
+-- Takes untyped literals for rename/defaults, which would otherwise be
+-- ambiguous with the regprocedure form below.  rename has no default here,
+-- so calls without it still resolve to the jsonb form.
+CREATE FUNCTION ledger.register_upcaster(
+	streams			text,
+	from_version	integer,
+	to_version		integer,
+	rename			text,
+	defaults		text DEFAULT '{}',
+	remove			text[] DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_register_upcaster'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.register_upcaster(text, integer, integer, text, text, text[]) IS
+'The declarative register_upcaster, for rename/defaults given as JSON text or untyped literals';
 
 CREATE FUNCTION ledger.register_upcaster(
 	streams			text,
@@ -508,6 +539,7 @@ GRANT EXECUTE ON FUNCTION
 	ledger.append(text, jsonb, text, text, jsonb, text[], integer, bigint),
 	ledger.append_batch(text, ledger.append_input[], integer, bigint),
 	ledger.append_batch(text, jsonb, integer, bigint),
+	ledger.append_batch(text, text, integer, bigint),
 	ledger.set_tags(text, bigint, text[]),
 	ledger.set_annotations(text, bigint, jsonb)
 TO ledger_writer;
@@ -517,6 +549,7 @@ GRANT EXECUTE ON FUNCTION
 	ledger.set_retention(text, bigint, interval),
 	ledger.set_schema_version(text, integer),
 	ledger.register_upcaster(text, integer, integer, jsonb, jsonb, text[]),
+	ledger.register_upcaster(text, integer, integer, text, text, text[]),
 	ledger.register_upcaster(text, integer, integer, regprocedure),
 	ledger.drop_upcaster(text, integer),
 	ledger.create_sink(text, text, text, text, jsonb),

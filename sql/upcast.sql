@@ -114,7 +114,11 @@ SELECT ledger.drop_upcaster('fn', 1);
 SELECT pg_temp.err($$SELECT * FROM ledger.read('fn')$$);
 SELECT pg_temp.err($$SELECT ledger.drop_upcaster('fn', 1)$$);
 
--- positional calls need a cast to pick the overload
+-- untyped literals pick the declarative form
+SELECT ledger.register_upcaster('untyped', 1, 2, '{"a": "b"}');
+SELECT ledger.register_upcaster('untyped', 2, 3, '{}', '{"c": 1}');
+SELECT from_version, to_version, rename, defaults, fn FROM ledger.upcasters WHERE streams = 'untyped' ORDER BY 1;
+-- a function upcaster is named or cast
 SELECT ledger.register_upcaster('fn', 1, 2, 'public.add_total(jsonb)'::regprocedure);
 SELECT payload FROM ledger.read('fn');
 SELECT pg_temp.err($$SELECT ledger.register_upcaster('fn', 1, 2, fn => 'public.no_such_fn(jsonb)')$$);

@@ -679,11 +679,12 @@ ledger_append_batch_jsonb(PG_FUNCTION_ARGS)
 	int			i = 0;
 
 	stream = ledger_check_stream_name(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
-	if (PG_ARGISNULL(1))
+	/* also serves append_batch(text, text, …), for untyped literals */
+	entries = ledger_jsonb_arg(fcinfo, 1);
+	if (entries == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("entries must not be null")));
-	entries = PG_GETARG_JSONB_P(1);
 	if (!JB_ROOT_IS_ARRAY(entries) || JB_ROOT_IS_SCALAR(entries))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -36,6 +36,7 @@ extern void ledger_check_string_object(Jsonb *value, const char *argname,
 extern void ledger_check_payload(Jsonb *payload, int ordinal);
 extern void ledger_check_tags(ArrayType *tags, const char *argname);
 extern int32 ledger_check_limit(int32 limit);
+extern Jsonb *ledger_jsonb_arg(FunctionCallInfo fcinfo, int argno);
 
 /* spi_plan.c: plans prepared once per backend */
 extern void ledger_spi_connect(void);

@@ -652,8 +652,9 @@ ledger_register_upcaster(PG_FUNCTION_ARGS)
 				 errmsg("from_version and to_version must not be null")));
 	check_versions(PG_GETARG_INT32(1), PG_GETARG_INT32(2));
 
-	rename = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
-	defaults = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	/* also serves the overload taking text, for untyped literals */
+	rename = ledger_jsonb_arg(fcinfo, 3);
+	defaults = ledger_jsonb_arg(fcinfo, 4);
 	remove = PG_ARGISNULL(5) ? construct_empty_array(TEXTOID) : PG_GETARG_ARRAYTYPE_P(5);
 	if (rename == NULL)
 		rename = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));

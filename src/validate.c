@@ -246,3 +246,19 @@ ledger_check_limit(int32 limit)
 				 errmsg("limit must be greater than zero, not %d", limit)));
 	return limit;
 }
+
+/*
+ * A JSON argument of a function that is also declared with text in its
+ * place (so that an untyped literal picks that overload): the jsonb
+ * argument as is, or the text one parsed.  NULL for SQL NULL.
+ */
+Jsonb *
+ledger_jsonb_arg(FunctionCallInfo fcinfo, int argno)
+{
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	if (get_fn_expr_argtype(fcinfo->flinfo, argno) == TEXTOID)
+		return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+												  CStringGetDatum(text_to_cstring(PG_GETARG_TEXT_PP(argno)))));
+	return PG_GETARG_JSONB_P(argno);
+}
