@@ -441,25 +441,23 @@ SELECT k.name::text AS name,
 	   k.streams::text AS streams,
 	   k.state,
 	   k.position,
-	   (SELECT pg_catalog.count(*) FROM ledger.entries e
-		  JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id
-		 WHERE e.id OPERATOR(pg_catalog.>) k.position
-		   AND (k.streams OPERATOR(pg_catalog.=) s.name
-				OR (pg_catalog.right(k.streams, 1) OPERATOR(pg_catalog.=) '*'
-					AND pg_catalog.starts_with(s.name, pg_catalog.left(k.streams, -1)))))
-		AS lag_entries,
-	   COALESCE((SELECT pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) e.created_at)
-				   FROM ledger.entries e
-				   JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id
-				  WHERE e.id OPERATOR(pg_catalog.>) k.position
-					AND (k.streams OPERATOR(pg_catalog.=) s.name
-						 OR (pg_catalog.right(k.streams, 1) OPERATOR(pg_catalog.=) '*'
-							 AND pg_catalog.starts_with(s.name, pg_catalog.left(k.streams, -1))))
-				  ORDER BY e.id LIMIT 1), 0)::double precision AS lag_seconds,
+	   lag.entries AS lag_entries,
+	   lag.seconds AS lag_seconds,
 	   k.exported_total,
 	   k.last_error,
 	   k.last_error_at
-  FROM ledger.sinks k;
+  FROM ledger.sinks k
+ CROSS JOIN LATERAL (
+	-- the matching entries not exported yet, and the age of the oldest
+	SELECT pg_catalog.count(*) AS entries,
+		   COALESCE(pg_catalog.date_part('epoch',
+				pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(e.created_at)), 0)::double precision AS seconds
+	  FROM ledger.entries e
+	  JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id
+	 WHERE e.id OPERATOR(pg_catalog.>) k.position
+	   AND (k.streams OPERATOR(pg_catalog.=) s.name
+			OR (pg_catalog.right(k.streams, 1) OPERATOR(pg_catalog.=) '*'
+				AND pg_catalog.starts_with(s.name, pg_catalog.left(k.streams, -1))))) lag;
 COMMENT ON VIEW ledger.sinks_status IS 'One row per export sink: state, position and lag';
 REVOKE ALL ON ledger.sinks_status FROM PUBLIC;
 GRANT SELECT ON ledger.sinks_status TO ledger_admin;
