@@ -1,12 +1,13 @@
 # ledger — an append-only log server inside PostgreSQL (PGXS build)
 
 EXTENSION = ledger
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 
 MODULE_big = ledger
 OBJS = \
 	src/ledger.o \
 	src/validate.o \
+	src/pattern.o \
 	src/spi_plan.o \
 	src/stream.o \
 	src/append.o \

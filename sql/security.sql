@@ -25,7 +25,7 @@ CREATE ROLE regress_ledger_a IN ROLE ledger_admin;
 SELECT p.proname, p.prosecdef, p.proconfig
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'ledger' AND p.prorettype <> 'trigger'::regtype
-   AND p.proname <> 'redact_target'
+   AND p.proname NOT IN ('redact_target', 'pattern_rank')
    AND (NOT p.prosecdef OR p.proconfig IS NULL
 		OR NOT 'search_path=ledger, pg_catalog, pg_temp' = ANY (p.proconfig));
 

@@ -16,6 +16,8 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "pattern.h"
+
 #define LEDGER_SCHEMA			"ledger"
 #define LEDGER_MAX_STREAM_BYTES 255
 
@@ -29,8 +31,8 @@ extern void ledger_require_preload(const char *what);
 
 /* validate.c: argument checks that raise 22023/54000 naming the bad value */
 extern char *ledger_check_stream_name(text *name);
-extern char *ledger_check_pattern(text *pattern, bool *is_prefix);
-extern bool ledger_pattern_matches(const char *pattern, const char *stream);
+extern char *ledger_quote_value(const char *s, int len);
+extern void ledger_check_name_bytes(const char *s, int len, const char *what);
 extern void ledger_check_string_object(Jsonb *value, const char *argname,
 									   bool allow_null_values);
 extern void ledger_check_payload(Jsonb *payload, int ordinal);

@@ -189,10 +189,7 @@ load_upcasters(void)
 static int
 match_rank(const char *pattern, const char *stream)
 {
-	if (!ledger_pattern_matches(pattern, stream))
-		return -1;
-	/* an exact name beats every prefix; a longer prefix beats a shorter */
-	return pattern[strlen(pattern) - 1] == '*' ? (int) strlen(pattern) : INT_MAX;
+	return ledger_pattern_rank(pattern, strlen(pattern), stream, strlen(stream));
 }
 
 /* A copy of a cached step in cxt, so that a reload cannot pull it away. */

@@ -16,27 +16,47 @@
 #include "utils/builtins.h"
 
 /*
- * Return a printable, length-limited rendering of a user-supplied name for
- * error messages, so that a 10 kB garbage name does not flood the log.
+ * A printable, length-limited rendering of a user-supplied value for error
+ * messages: at most LEDGER_QUOTE_CHARS characters, cut on a character
+ * boundary so that the message stays valid UTF-8 (a client in another
+ * encoding would otherwise get a conversion error instead of ours), with
+ * control characters and bytes that are not UTF-8 shown as \xNN.
  */
-static char *
-quote_for_message(const char *s, int len)
+#define LEDGER_QUOTE_CHARS 48
+
+char *
+ledger_quote_value(const char *s, int len)
 {
 	StringInfoData buf;
-	int			shown = Min(len, 64);
-	int			i;
+	const unsigned char *p = (const unsigned char *) s;
+	const unsigned char *end = p + len;
+	int			nchars = 0;
 
 	initStringInfo(&buf);
-	for (i = 0; i < shown; i++)
+	while (p < end && nchars < LEDGER_QUOTE_CHARS)
 	{
-		unsigned char c = (unsigned char) s[i];
+		int			l = pg_utf_mblen(p);
 
-		if (c < 0x20 || c == 0x7f)
-			appendStringInfo(&buf, "\\x%02x", c);
+		if (*p < 0x20 || *p == 0x7f)
+		{
+			appendStringInfo(&buf, "\\x%02x", *p);
+			l = 1;
+		}
+		else if (l == 1 && *p < 0x80)
+			appendStringInfoChar(&buf, (char) *p);
+		else if (p + l > end || !pg_utf8_islegal(p, l))
+		{
+			appendStringInfo(&buf, "\\x%02x", *p);
+			l = 1;
+		}
+		else if (l == 2 && p[0] == 0xc2 && p[1] <= 0x9f)
+			appendStringInfo(&buf, "\\u%04x", p[1]);	/* C1 control */
 		else
-			appendStringInfoChar(&buf, (char) c);
+			appendBinaryStringInfo(&buf, (const char *) p, l);
+		p += l;
+		nchars++;
 	}
-	if (len > shown)
+	if (p < end)
 		appendStringInfoString(&buf, "...");
 	return buf.data;
 }
@@ -45,8 +65,8 @@ quote_for_message(const char *s, int len)
  * Check the bytes of a stream name (or of a pattern's prefix): valid UTF-8,
  * no C0/C1 control characters.  "what" names the argument in messages.
  */
-static void
-check_name_bytes(const char *s, int len, const char *what)
+void
+ledger_check_name_bytes(const char *s, int len, const char *what)
 {
 	const unsigned char *p = (const unsigned char *) s;
 	const unsigned char *end = p + len;
@@ -59,19 +79,19 @@ check_name_bytes(const char *s, int len, const char *what)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s \"%s\" contains a control character", what,
-							quote_for_message(s, len))));
+							ledger_quote_value(s, len))));
 		l = pg_utf_mblen(p);
 		if (p + l > end || !pg_utf8_islegal(p, l))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s \"%s\" is not valid UTF-8", what,
-							quote_for_message(s, len))));
+							ledger_quote_value(s, len))));
 		if ((l == 1 && (*p < 0x20 || *p == 0x7f)) ||
 			(l == 2 && p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s \"%s\" contains a control character", what,
-							quote_for_message(s, len)),
+							ledger_quote_value(s, len)),
 					 errdetail("Stream names may not contain control characters.")));
 		p += l;
 	}
@@ -99,57 +119,11 @@ ledger_check_stream_name(text *name)
 	if (len > LEDGER_MAX_STREAM_BYTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("stream name \"%s\" is too long", quote_for_message(VARDATA_ANY(name), len)),
+				 errmsg("stream name \"%s\" is too long", ledger_quote_value(VARDATA_ANY(name), len)),
 				 errdetail("Stream names are at most %d bytes; this one has %d.",
 						   LEDGER_MAX_STREAM_BYTES, len)));
-	check_name_bytes(VARDATA_ANY(name), len, "stream name");
+	ledger_check_name_bytes(VARDATA_ANY(name), len, "stream name");
 	return text_to_cstring(name);
-}
-
-/*
- * Validate a streams pattern: an exact stream name, or a prefix followed by
- * a single trailing '*' ('*' alone matches every stream).
- */
-char *
-ledger_check_pattern(text *pattern, bool *is_prefix)
-{
-	const char *s;
-	int			len;
-
-	if (pattern == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("streams pattern must not be null")));
-	s = VARDATA_ANY(pattern);
-	len = VARSIZE_ANY_EXHDR(pattern);
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("streams pattern must not be empty"),
-				 errhint("Use '*' to match every stream.")));
-	if (len > LEDGER_MAX_STREAM_BYTES + 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("streams pattern \"%s\" is too long", quote_for_message(s, len))));
-	*is_prefix = (s[len - 1] == '*');
-	if (memchr(s, '*', len - (*is_prefix ? 1 : 0)) != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("streams pattern \"%s\" is invalid", quote_for_message(s, len)),
-				 errdetail("A pattern is a stream name, or a prefix followed by a single trailing '*'.")));
-	check_name_bytes(s, len, "streams pattern");
-	return text_to_cstring(pattern);
-}
-
-/* Does a (validated) pattern match a stream name? */
-bool
-ledger_pattern_matches(const char *pattern, const char *stream)
-{
-	size_t		plen = strlen(pattern);
-
-	if (plen > 0 && pattern[plen - 1] == '*')
-		return strncmp(pattern, stream, plen - 1) == 0;
-	return strcmp(pattern, stream) == 0;
 }
 
 /*

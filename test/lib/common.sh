@@ -3,7 +3,12 @@
 # preloaded server.  Source it; it defines functions only.
 
 PG_MAJOR=15
-PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# PG_CONFIG may name another (e.g. relocated) installation to build and test against.
+if [ -n "${PG_CONFIG:-}" ] && [ -x "$PG_CONFIG" ]; then
+	PGBIN=$("$PG_CONFIG" --bindir)
+else
+	PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
+fi
 LEDGER_PG_CFLAGS="-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers"
 
 log() { printf '==> %s\n' "$*"; }

@@ -1,0 +1,571 @@
+/* sql/ledger--0.2.0.sql — schema, functions, roles and grants of ledger 0.2.0 */
+
+\echo Use "CREATE EXTENSION ledger" to load this file. \quit
+
+-- ---------------------------------------------------------------------------
+-- Roles. They are cluster-wide, so they outlive DROP EXTENSION and are shared
+-- by every database that creates the extension.
+-- ---------------------------------------------------------------------------
+DO $roles$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ledger_reader') THEN
+		CREATE ROLE ledger_reader NOLOGIN;
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ledger_writer') THEN
+		CREATE ROLE ledger_writer NOLOGIN;
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ledger_admin') THEN
+		CREATE ROLE ledger_admin NOLOGIN;
+	END IF;
+END
+$roles$;
+
+GRANT ledger_reader TO ledger_writer;
+GRANT ledger_writer TO ledger_admin;
+
+REVOKE ALL ON SCHEMA ledger FROM PUBLIC;
+GRANT USAGE ON SCHEMA ledger TO ledger_reader;
+
+-- ---------------------------------------------------------------------------
+-- Stream patterns: the one matcher (src/pattern.c) that every query uses.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION ledger.pattern_rank(pattern text, stream text)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'ledger_pattern_rank_sql'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION ledger.pattern_rank(text, text) IS
+'How well a streams pattern (a name, or a prefix ending in *) matches a stream: -1 not at all, higher wins';
+
+-- ---------------------------------------------------------------------------
+-- Public types
+-- ---------------------------------------------------------------------------
+CREATE TYPE ledger.entry AS (
+	id				bigint,
+	stream			text,
+	seq				bigint,
+	payload			jsonb,
+	order_key		text,
+	dedup_key		text,
+	schema_version	integer,
+	metadata		jsonb,
+	tags			text[],
+	annotations		jsonb,
+	created_at		timestamptz,
+	updated_at		timestamptz
+);
+COMMENT ON TYPE ledger.entry IS 'One log entry as returned by the read functions';
+
+CREATE TYPE ledger.append_input AS (
+	payload		jsonb,
+	order_key	text,
+	dedup_key	text,
+	metadata	jsonb,
+	tags		text[]
+);
+COMMENT ON TYPE ledger.append_input IS 'One element of ledger.append_batch(stream, ledger.append_input[])';
+
+CREATE TYPE ledger.stream_stat AS (
+	stream				text,
+	count				bigint,
+	first_id			bigint,
+	last_id				bigint,
+	first_seq			bigint,
+	last_seq			bigint,
+	schema_version		integer,
+	created_at			timestamptz,
+	last_appended_at	timestamptz
+);
+COMMENT ON TYPE ledger.stream_stat IS 'Result of ledger.stat(stream)';
+
+-- ---------------------------------------------------------------------------
+-- Storage. Nothing here is reachable by PUBLIC; users go through functions.
+-- ---------------------------------------------------------------------------
+
+-- One row per stream. The row doubles as the stream's append lock: every
+-- append bumps last_seq with an UPDATE, so appends to one stream serialize on
+-- this row until commit while appends to other streams never meet.
+-- count = last_seq - trimmed_seq, so count/stat never scan entries.
+CREATE TABLE ledger.streams (
+	stream_id			integer NOT NULL,
+	name				text COLLATE "C" NOT NULL,
+	last_seq			bigint NOT NULL DEFAULT 0,
+	trimmed_seq			bigint NOT NULL DEFAULT 0,
+	schema_version		integer NOT NULL DEFAULT 1,
+	created_at			timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	last_appended_at	timestamptz,
+	CONSTRAINT streams_pkey PRIMARY KEY (stream_id),
+	CONSTRAINT streams_name_key UNIQUE (name),
+	CONSTRAINT streams_seq_check CHECK (trimmed_seq >= 0 AND trimmed_seq <= last_seq)
+) WITH (fillfactor = 50);
+CREATE SEQUENCE ledger.streams_stream_id_seq AS integer OWNED BY ledger.streams.stream_id;
+ALTER TABLE ledger.streams
+	ALTER COLUMN stream_id SET DEFAULT pg_catalog.nextval('ledger.streams_stream_id_seq');
+
+-- Entry ids come from this sequence. CACHE must stay 1: the read_all horizon
+-- relies on ids being handed out in real-time order across backends.
+CREATE SEQUENCE ledger.entries_id_seq AS bigint CACHE 1;
+
+-- Fixed-width columns first, to keep rows free of alignment padding.
+CREATE TABLE ledger.entries (
+	id				bigint NOT NULL,
+	seq				bigint NOT NULL,
+	created_at		timestamptz NOT NULL,
+	stream_id		integer NOT NULL,
+	schema_version	integer NOT NULL,
+	updated_at		timestamptz,
+	order_key		text COLLATE "C" NOT NULL,
+	dedup_key		text COLLATE "C" NOT NULL,
+	payload			jsonb NOT NULL,
+	metadata		jsonb NOT NULL,
+	tags			text[] COLLATE "C" NOT NULL,
+	annotations		jsonb NOT NULL,
+	CONSTRAINT entries_pkey PRIMARY KEY (id)
+);
+ALTER SEQUENCE ledger.entries_id_seq OWNED BY ledger.entries.id;
+CREATE INDEX entries_stream_id_idx ON ledger.entries (stream_id, id);
+CREATE UNIQUE INDEX entries_stream_seq_idx ON ledger.entries (stream_id, seq);
+CREATE INDEX entries_stream_order_idx ON ledger.entries (stream_id, order_key, id);
+CREATE UNIQUE INDEX entries_stream_dedup_idx ON ledger.entries (stream_id, dedup_key)
+	WHERE dedup_key OPERATOR(pg_catalog.<>) '';
+
+-- Per-pattern settings: schema version and retention. A pattern is an exact
+-- stream name or a prefix ending in '*'; the longest match wins.
+CREATE TABLE ledger.stream_settings (
+	pattern			text COLLATE "C" NOT NULL,
+	schema_version	integer,
+	max_entries		bigint,
+	max_age			interval,
+	updated_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT stream_settings_pkey PRIMARY KEY (pattern),
+	CONSTRAINT stream_settings_version_check CHECK (schema_version >= 1),
+	CONSTRAINT stream_settings_max_entries_check CHECK (max_entries >= 0)
+);
+
+CREATE TABLE ledger.upcasters (
+	streams			text COLLATE "C" NOT NULL,
+	from_version	integer NOT NULL,
+	to_version		integer NOT NULL,
+	rename			jsonb NOT NULL DEFAULT '{}',
+	defaults		jsonb NOT NULL DEFAULT '{}',
+	remove			text[] NOT NULL DEFAULT '{}',
+	fn				regprocedure,
+	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT upcasters_pkey PRIMARY KEY (streams, from_version),
+	CONSTRAINT upcasters_version_check CHECK (from_version >= 1 AND to_version >= 1
+		AND from_version OPERATOR(pg_catalog.<>) to_version)
+);
+COMMENT ON TABLE ledger.upcasters IS 'Upcaster registrations; change them with ledger.register_upcaster/drop_upcaster';
+-- Backends cache the registrations; any change tells them to reload.
+CREATE FUNCTION ledger.upcasters_changed() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ledger_upcasters_changed' LANGUAGE C;
+CREATE TRIGGER upcasters_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ledger.upcasters
+	FOR EACH STATEMENT EXECUTE FUNCTION ledger.upcasters_changed();
+ALTER TABLE ledger.upcasters ENABLE ALWAYS TRIGGER upcasters_changed;
+
+-- Backups keep the log: pg_dump includes these tables' rows and sequences.
+SELECT pg_catalog.pg_extension_config_dump('ledger.streams', '');
+SELECT pg_catalog.pg_extension_config_dump('ledger.streams_stream_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ledger.entries', '');
+SELECT pg_catalog.pg_extension_config_dump('ledger.entries_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ledger.stream_settings', '');
+SELECT pg_catalog.pg_extension_config_dump('ledger.upcasters', '');
+
+REVOKE ALL ON ALL TABLES IN SCHEMA ledger FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA ledger FROM PUBLIC;
+GRANT SELECT ON ledger.upcasters, ledger.stream_settings TO ledger_reader;
+
+-- ---------------------------------------------------------------------------
+-- Guards: entries change only through ledger's own functions, whoever asks.
+-- ENABLE ALWAYS keeps them on under session_replication_role = replica.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION ledger.guard_entries() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ledger_guard_entries' LANGUAGE C;
+CREATE TRIGGER entries_guard_row BEFORE UPDATE OR DELETE ON ledger.entries
+	FOR EACH ROW EXECUTE FUNCTION ledger.guard_entries();
+CREATE TRIGGER entries_guard_truncate BEFORE TRUNCATE ON ledger.entries
+	FOR EACH STATEMENT EXECUTE FUNCTION ledger.guard_entries();
+ALTER TABLE ledger.entries ENABLE ALWAYS TRIGGER entries_guard_row;
+ALTER TABLE ledger.entries ENABLE ALWAYS TRIGGER entries_guard_truncate;
+REVOKE ALL ON FUNCTION ledger.guard_entries() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Writing
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION ledger.append(
+	stream			text,
+	payload			jsonb,
+	order_key		text DEFAULT '',
+	dedup_key		text DEFAULT '',
+	metadata		jsonb DEFAULT '{}',
+	tags			text[] DEFAULT '{}',
+	schema_version	integer DEFAULT NULL,
+	expected_seq	bigint DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'ledger_append'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.append(text, jsonb, text, text, jsonb, text[], integer, bigint) IS
+'Appends one entry to a stream and returns its id; with a dedup_key already in the stream, writes nothing and returns the existing id';
+
+CREATE FUNCTION ledger.append_batch(
+	stream			text,
+	entries			ledger.append_input[],
+	schema_version	integer DEFAULT NULL,
+	expected_seq	bigint DEFAULT NULL)
+RETURNS TABLE (ord integer, id bigint, seq bigint, duplicate boolean)
+AS 'MODULE_PATHNAME', 'ledger_append_batch'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER ROWS 100
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.append_batch(text, ledger.append_input[], integer, bigint) IS
+'Appends entries to a stream atomically; one row per input with its id, seq and whether it was a duplicate';
+
+CREATE FUNCTION ledger.append_batch(
+	stream			text,
+	entries			jsonb,
+	schema_version	integer DEFAULT NULL,
+	expected_seq	bigint DEFAULT NULL)
+RETURNS TABLE (ord integer, id bigint, seq bigint, duplicate boolean)
+AS 'MODULE_PATHNAME', 'ledger_append_batch_jsonb'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER ROWS 100
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.append_batch(text, jsonb, integer, bigint) IS
+'Appends a JSON array of {payload, order_key, dedup_key, metadata, tags} objects atomically';
+
+-- An untyped literal ('[…]') would be ambiguous between the two forms above;
+-- a text parameter is preferred for it, so this overload takes such calls.
+CREATE FUNCTION ledger.append_batch(
+	stream			text,
+	entries			text,
+	schema_version	integer DEFAULT NULL,
+	expected_seq	bigint DEFAULT NULL)
+RETURNS TABLE (ord integer, id bigint, seq bigint, duplicate boolean)
+AS 'MODULE_PATHNAME', 'ledger_append_batch_jsonb'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER ROWS 100
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.append_batch(text, text, integer, bigint) IS
+'The jsonb form of append_batch, for a JSON array given as text or as an untyped literal';
+
+-- ---------------------------------------------------------------------------
+-- Reading
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION ledger.read(
+	stream			text,
+	after			bigint DEFAULT NULL,
+	"limit"			integer DEFAULT 100,
+	descending		boolean DEFAULT false,
+	order_key		text DEFAULT NULL,
+	tag				text DEFAULT NULL,
+	all_tags		text[] DEFAULT NULL,
+	metadata		jsonb DEFAULT NULL,
+	annotations		jsonb DEFAULT NULL,
+	as_version		integer DEFAULT NULL,
+	wait			interval DEFAULT NULL)
+RETURNS SETOF ledger.entry
+AS 'MODULE_PATHNAME', 'ledger_read'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER ROWS 100
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.read(text, bigint, integer, boolean, text, text, text[], jsonb, jsonb, integer, interval) IS
+'Reads entries of one stream after a cursor id, optionally filtered, upcast and waiting for new entries';
+
+CREATE FUNCTION ledger.read_all(
+	after			bigint DEFAULT 0,
+	"limit"			integer DEFAULT 100,
+	streams			text DEFAULT NULL,
+	wait			interval DEFAULT NULL)
+RETURNS SETOF ledger.entry
+AS 'MODULE_PATHNAME', 'ledger_read_all'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER ROWS 100
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.read_all(bigint, integer, text, interval) IS
+'Reads entries of all streams (or those matching a pattern) in id order, never skipping an entry that commits later';
+
+CREATE FUNCTION ledger.get(stream text, seq bigint)
+RETURNS ledger.entry
+AS 'MODULE_PATHNAME', 'ledger_get'
+LANGUAGE C STABLE PARALLEL RESTRICTED SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.get(text, bigint) IS
+'Returns the entry at a seq of a stream; 22003 when it was trimmed or lies beyond the last entry';
+
+CREATE FUNCTION ledger.count(stream text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'ledger_count'
+LANGUAGE C STABLE PARALLEL RESTRICTED SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.count(text) IS 'Number of entries in a stream, without scanning it';
+
+CREATE FUNCTION ledger.stat(stream text)
+RETURNS ledger.stream_stat
+AS 'MODULE_PATHNAME', 'ledger_stat'
+LANGUAGE C STABLE PARALLEL RESTRICTED SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.stat(text) IS 'Count, id and seq range, schema version and times of a stream';
+
+CREATE FUNCTION ledger.streams(
+	after		text DEFAULT NULL,
+	"limit"		integer DEFAULT 100,
+	prefix		text DEFAULT NULL)
+RETURNS SETOF text
+AS 'MODULE_PATHNAME', 'ledger_streams'
+LANGUAGE C STABLE PARALLEL RESTRICTED SECURITY DEFINER ROWS 100
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.streams(text, integer, text) IS
+'Names of streams holding at least one entry, ascending, after a name and/or under a prefix';
+
+-- ---------------------------------------------------------------------------
+-- Mutable side data
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION ledger.set_tags(stream text, id bigint, tags text[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_set_tags'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.set_tags(text, bigint, text[]) IS 'Replaces the tags of an entry';
+
+CREATE FUNCTION ledger.set_annotations(stream text, id bigint, annotations jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_set_annotations'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.set_annotations(text, bigint, jsonb) IS
+'Merges string annotations into an entry; a JSON null value deletes that key';
+
+-- ---------------------------------------------------------------------------
+-- Retention
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION ledger.trim(stream text, before_id bigint)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'ledger_trim'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.trim(text, bigint) IS
+'Deletes the entries of a stream with id <= before_id and returns how many';
+
+CREATE FUNCTION ledger.set_retention(
+	streams		text,
+	max_entries	bigint DEFAULT NULL,
+	max_age		interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_set_retention'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.set_retention(text, bigint, interval) IS
+'Sets (or with NULLs clears) the retention limits of streams matching a pattern; the background worker enforces them';
+
+-- ---------------------------------------------------------------------------
+-- Schema versions and upcasters
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION ledger.set_schema_version(streams text, version integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_set_schema_version'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.set_schema_version(text, integer) IS
+'Sets the schema version that new appends are stamped with and reads upcast to, for streams matching a pattern';
+
+CREATE FUNCTION ledger.register_upcaster(
+	streams			text,
+	from_version	integer,
+	to_version		integer,
+	rename			jsonb DEFAULT '{}',
+	defaults		jsonb DEFAULT '{}',
+	remove			text[] DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_register_upcaster'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.register_upcaster(text, integer, integer, jsonb, jsonb, text[]) IS
+'Registers a declarative upcaster (rename, then defaults, then remove) from one schema version to another';
+
+-- Takes untyped literals for rename/defaults, which would otherwise be
+-- ambiguous with the regprocedure form below.  rename has no default here,
+-- so calls without it still resolve to the jsonb form.
+CREATE FUNCTION ledger.register_upcaster(
+	streams			text,
+	from_version	integer,
+	to_version		integer,
+	rename			text,
+	defaults		text DEFAULT '{}',
+	remove			text[] DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_register_upcaster'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.register_upcaster(text, integer, integer, text, text, text[]) IS
+'The declarative register_upcaster, for rename/defaults given as JSON text or untyped literals';
+
+CREATE FUNCTION ledger.register_upcaster(
+	streams			text,
+	from_version	integer,
+	to_version		integer,
+	fn				regprocedure)
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_register_upcaster_fn'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.register_upcaster(text, integer, integer, regprocedure) IS
+'Registers a function fn(jsonb) RETURNS jsonb as the upcaster from one schema version to another';
+
+CREATE FUNCTION ledger.drop_upcaster(streams text, from_version integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_drop_upcaster'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.drop_upcaster(text, integer) IS 'Removes the upcaster registered for a pattern and from_version';
+
+-- ---------------------------------------------------------------------------
+-- Export sinks, served by the background worker.  position is the last id
+-- exported; the target keeps its own copy (written atomically with the rows)
+-- and the worker resumes from the larger of the two, so nothing is exported
+-- twice or lost across crashes.
+-- ---------------------------------------------------------------------------
+CREATE TABLE ledger.sinks (
+	name			text COLLATE "C" NOT NULL,
+	kind			text NOT NULL,
+	target			text NOT NULL,
+	streams			text COLLATE "C" NOT NULL DEFAULT '*',
+	options			jsonb NOT NULL DEFAULT '{}',
+	state			text NOT NULL DEFAULT 'active',
+	position		bigint NOT NULL DEFAULT 0,
+	exported_total	bigint NOT NULL DEFAULT 0,
+	last_error		text,
+	last_error_at	timestamptz,
+	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT sinks_pkey PRIMARY KEY (name),
+	CONSTRAINT sinks_kind_check CHECK (kind IN ('sqlite', 'mongodb')),
+	CONSTRAINT sinks_state_check CHECK (state IN ('active', 'paused', 'error'))
+);
+SELECT pg_catalog.pg_extension_config_dump('ledger.sinks', '');
+REVOKE ALL ON ledger.sinks FROM PUBLIC;
+
+CREATE FUNCTION ledger.redact_target(kind text, target text) RETURNS text
+	AS 'MODULE_PATHNAME', 'ledger_redact_target'
+	LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION ledger.redact_target(text, text) IS
+'A sink target safe to show: a MongoDB URI with its password masked';
+
+CREATE VIEW ledger.sinks_status AS
+SELECT k.name::text AS name,
+	   k.kind,
+	   ledger.redact_target(k.kind, k.target) AS target,
+	   k.streams::text AS streams,
+	   k.state,
+	   k.position,
+	   lag.entries AS lag_entries,
+	   lag.seconds AS lag_seconds,
+	   k.exported_total,
+	   k.last_error,
+	   k.last_error_at
+  FROM ledger.sinks k
+ CROSS JOIN LATERAL (
+	-- the matching entries not exported yet, and the age of the oldest
+	SELECT pg_catalog.count(*) AS entries,
+		   COALESCE(pg_catalog.date_part('epoch',
+				pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(e.created_at)), 0)::double precision AS seconds
+	  FROM ledger.entries e
+	  JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id
+	 WHERE e.id OPERATOR(pg_catalog.>) k.position
+	   AND (k.streams OPERATOR(pg_catalog.=) s.name
+			OR (pg_catalog.right(k.streams, 1) OPERATOR(pg_catalog.=) '*'
+				AND pg_catalog.starts_with(s.name, pg_catalog.left(k.streams, -1))))) lag;
+COMMENT ON VIEW ledger.sinks_status IS 'One row per export sink: state, position and lag';
+REVOKE ALL ON ledger.sinks_status FROM PUBLIC;
+GRANT SELECT ON ledger.sinks_status TO ledger_admin;
+
+CREATE FUNCTION ledger.create_sink(
+	name		text,
+	kind		text,
+	target		text,
+	streams		text DEFAULT '*',
+	options		jsonb DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_create_sink'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.create_sink(text, text, text, text, jsonb) IS
+'Creates an export sink (kind sqlite: target is an absolute file path; kind mongodb: target is a MongoDB URI) that the background worker fills in id order, exactly once';
+
+CREATE FUNCTION ledger.drop_sink(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_drop_sink'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.drop_sink(text) IS 'Removes an export sink; what it exported stays in the target';
+
+CREATE FUNCTION ledger.pause_sink(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_pause_sink'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.pause_sink(text) IS 'Stops exporting to a sink until resume_sink';
+
+CREATE FUNCTION ledger.resume_sink(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_resume_sink'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.resume_sink(text) IS 'Resumes a paused sink (or retries one in error at once)';
+
+-- New or changed sinks and retention limits (pg_restore's included) start
+-- or wake this database's background worker once they commit.
+CREATE FUNCTION ledger.wake_worker() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ledger_wake_worker' LANGUAGE C;
+CREATE TRIGGER sinks_wake_worker AFTER INSERT OR UPDATE ON ledger.sinks
+	FOR EACH STATEMENT EXECUTE FUNCTION ledger.wake_worker();
+CREATE TRIGGER stream_settings_wake_worker AFTER INSERT OR UPDATE ON ledger.stream_settings
+	FOR EACH STATEMENT EXECUTE FUNCTION ledger.wake_worker();
+ALTER TABLE ledger.sinks ENABLE ALWAYS TRIGGER sinks_wake_worker;
+ALTER TABLE ledger.stream_settings ENABLE ALWAYS TRIGGER stream_settings_wake_worker;
+
+-- ---------------------------------------------------------------------------
+-- Health
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION ledger.health()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+AS 'MODULE_PATHNAME', 'ledger_health'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = ledger, pg_catalog, pg_temp;
+COMMENT ON FUNCTION ledger.health() IS
+'Checks: preload, read_all horizon (oldest unsettled append), background worker, sinks';
+
+-- ---------------------------------------------------------------------------
+-- Privileges: PUBLIC executes nothing; each role gets its rung of the ladder
+-- (ledger_admin is a member of ledger_writer, which is a member of ledger_reader).
+-- ---------------------------------------------------------------------------
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ledger FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+	ledger.pattern_rank(text, text),
+	ledger.read(text, bigint, integer, boolean, text, text, text[], jsonb, jsonb, integer, interval),
+	ledger.read_all(bigint, integer, text, interval),
+	ledger.get(text, bigint),
+	ledger.count(text),
+	ledger.stat(text),
+	ledger.streams(text, integer, text)
+TO ledger_reader;
+
+GRANT EXECUTE ON FUNCTION
+	ledger.append(text, jsonb, text, text, jsonb, text[], integer, bigint),
+	ledger.append_batch(text, ledger.append_input[], integer, bigint),
+	ledger.append_batch(text, jsonb, integer, bigint),
+	ledger.append_batch(text, text, integer, bigint),
+	ledger.set_tags(text, bigint, text[]),
+	ledger.set_annotations(text, bigint, jsonb)
+TO ledger_writer;
+
+GRANT EXECUTE ON FUNCTION
+	ledger.trim(text, bigint),
+	ledger.set_retention(text, bigint, interval),
+	ledger.set_schema_version(text, integer),
+	ledger.register_upcaster(text, integer, integer, jsonb, jsonb, text[]),
+	ledger.register_upcaster(text, integer, integer, text, text, text[]),
+	ledger.register_upcaster(text, integer, integer, regprocedure),
+	ledger.drop_upcaster(text, integer),
+	ledger.create_sink(text, text, text, text, jsonb),
+	ledger.drop_sink(text),
+	ledger.pause_sink(text),
+	ledger.resume_sink(text),
+	ledger.health()
+TO ledger_admin;
+-- used by the sinks_status view, with the privileges of its reader
+GRANT EXECUTE ON FUNCTION ledger.redact_target(text, text) TO ledger_admin;
