@@ -15,7 +15,7 @@ log() { printf '==> %s\n' "$*"; }
 
 # Install the Debian packages the project needs, once, when run as root.
 ledger_install_deps() {
-	local pkgs="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib libbson-dev libmongoc-dev libsqlite3-dev sqlite3 libipc-run-perl make gcc pkg-config"
+	local pkgs="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib postgresql-$PG_MAJOR-plproxy libbson-dev libmongoc-dev libsqlite3-dev sqlite3 libipc-run-perl python3-psycopg2 make gcc pkg-config"
 	local missing=""
 	local p
 	command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
