@@ -10,3 +10,30 @@ COMMENT ON FUNCTION ledger.pattern_rank(text, text) IS
 'How well a streams pattern (a name, or a prefix ending in *) matches a stream: -1 not at all, higher wins';
 REVOKE ALL ON FUNCTION ledger.pattern_rank(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ledger.pattern_rank(text, text) TO ledger_reader;
+
+-- SECURITY DEFINER functions resolve pg_catalog first, so that no object in
+-- schema ledger can shadow a built-in operator or function.
+ALTER FUNCTION ledger.append(text, jsonb, text, text, jsonb, text[], integer, bigint) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.append_batch(text, ledger.append_input[], integer, bigint) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.append_batch(text, jsonb, integer, bigint) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.append_batch(text, text, integer, bigint) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.read(text, bigint, integer, boolean, text, text, text[], jsonb, jsonb, integer, interval) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.read_all(bigint, integer, text, interval) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.get(text, bigint) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.count(text) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.stat(text) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.streams(text, integer, text) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.set_tags(text, bigint, text[]) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.set_annotations(text, bigint, jsonb) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.trim(text, bigint) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.set_retention(text, bigint, interval) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.set_schema_version(text, integer) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.register_upcaster(text, integer, integer, jsonb, jsonb, text[]) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.register_upcaster(text, integer, integer, text, text, text[]) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.register_upcaster(text, integer, integer, regprocedure) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.drop_upcaster(text, integer) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.create_sink(text, text, text, text, jsonb) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.drop_sink(text) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.pause_sink(text) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.resume_sink(text) SET search_path = pg_catalog, ledger, pg_temp;
+ALTER FUNCTION ledger.health() SET search_path = pg_catalog, ledger, pg_temp;

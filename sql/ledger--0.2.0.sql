@@ -203,7 +203,7 @@ CREATE FUNCTION ledger.append(
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'ledger_append'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.append(text, jsonb, text, text, jsonb, text[], integer, bigint) IS
 'Appends one entry to a stream and returns its id; with a dedup_key already in the stream, writes nothing and returns the existing id';
 
@@ -215,7 +215,7 @@ CREATE FUNCTION ledger.append_batch(
 RETURNS TABLE (ord integer, id bigint, seq bigint, duplicate boolean)
 AS 'MODULE_PATHNAME', 'ledger_append_batch'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER ROWS 100
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.append_batch(text, ledger.append_input[], integer, bigint) IS
 'Appends entries to a stream atomically; one row per input with its id, seq and whether it was a duplicate';
 
@@ -227,7 +227,7 @@ CREATE FUNCTION ledger.append_batch(
 RETURNS TABLE (ord integer, id bigint, seq bigint, duplicate boolean)
 AS 'MODULE_PATHNAME', 'ledger_append_batch_jsonb'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER ROWS 100
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.append_batch(text, jsonb, integer, bigint) IS
 'Appends a JSON array of {payload, order_key, dedup_key, metadata, tags} objects atomically';
 
@@ -241,7 +241,7 @@ CREATE FUNCTION ledger.append_batch(
 RETURNS TABLE (ord integer, id bigint, seq bigint, duplicate boolean)
 AS 'MODULE_PATHNAME', 'ledger_append_batch_jsonb'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER ROWS 100
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.append_batch(text, text, integer, bigint) IS
 'The jsonb form of append_batch, for a JSON array given as text or as an untyped literal';
 
@@ -263,7 +263,7 @@ CREATE FUNCTION ledger.read(
 RETURNS SETOF ledger.entry
 AS 'MODULE_PATHNAME', 'ledger_read'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER ROWS 100
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.read(text, bigint, integer, boolean, text, text, text[], jsonb, jsonb, integer, interval) IS
 'Reads entries of one stream after a cursor id, optionally filtered, upcast and waiting for new entries';
 
@@ -275,7 +275,7 @@ CREATE FUNCTION ledger.read_all(
 RETURNS SETOF ledger.entry
 AS 'MODULE_PATHNAME', 'ledger_read_all'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER ROWS 100
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.read_all(bigint, integer, text, interval) IS
 'Reads entries of all streams (or those matching a pattern) in id order, never skipping an entry that commits later';
 
@@ -283,7 +283,7 @@ CREATE FUNCTION ledger.get(stream text, seq bigint)
 RETURNS ledger.entry
 AS 'MODULE_PATHNAME', 'ledger_get'
 LANGUAGE C STABLE PARALLEL RESTRICTED SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.get(text, bigint) IS
 'Returns the entry at a seq of a stream; 22003 when it was trimmed or lies beyond the last entry';
 
@@ -291,14 +291,14 @@ CREATE FUNCTION ledger.count(stream text)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'ledger_count'
 LANGUAGE C STABLE PARALLEL RESTRICTED SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.count(text) IS 'Number of entries in a stream, without scanning it';
 
 CREATE FUNCTION ledger.stat(stream text)
 RETURNS ledger.stream_stat
 AS 'MODULE_PATHNAME', 'ledger_stat'
 LANGUAGE C STABLE PARALLEL RESTRICTED SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.stat(text) IS 'Count, id and seq range, schema version and times of a stream';
 
 CREATE FUNCTION ledger.streams(
@@ -308,7 +308,7 @@ CREATE FUNCTION ledger.streams(
 RETURNS SETOF text
 AS 'MODULE_PATHNAME', 'ledger_streams'
 LANGUAGE C STABLE PARALLEL RESTRICTED SECURITY DEFINER ROWS 100
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.streams(text, integer, text) IS
 'Names of streams holding at least one entry, ascending, after a name and/or under a prefix';
 
@@ -319,14 +319,14 @@ CREATE FUNCTION ledger.set_tags(stream text, id bigint, tags text[])
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_set_tags'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.set_tags(text, bigint, text[]) IS 'Replaces the tags of an entry';
 
 CREATE FUNCTION ledger.set_annotations(stream text, id bigint, annotations jsonb)
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_set_annotations'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.set_annotations(text, bigint, jsonb) IS
 'Merges string annotations into an entry; a JSON null value deletes that key';
 
@@ -337,7 +337,7 @@ CREATE FUNCTION ledger.trim(stream text, before_id bigint)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'ledger_trim'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.trim(text, bigint) IS
 'Deletes the entries of a stream with id <= before_id and returns how many';
 
@@ -348,7 +348,7 @@ CREATE FUNCTION ledger.set_retention(
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_set_retention'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.set_retention(text, bigint, interval) IS
 'Sets (or with NULLs clears) the retention limits of streams matching a pattern; the background worker enforces them';
 
@@ -359,7 +359,7 @@ CREATE FUNCTION ledger.set_schema_version(streams text, version integer)
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_set_schema_version'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.set_schema_version(text, integer) IS
 'Sets the schema version that new appends are stamped with and reads upcast to, for streams matching a pattern';
 
@@ -373,7 +373,7 @@ CREATE FUNCTION ledger.register_upcaster(
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_register_upcaster'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.register_upcaster(text, integer, integer, jsonb, jsonb, text[]) IS
 'Registers a declarative upcaster (rename, then defaults, then remove) from one schema version to another';
 
@@ -390,7 +390,7 @@ CREATE FUNCTION ledger.register_upcaster(
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_register_upcaster'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.register_upcaster(text, integer, integer, text, text, text[]) IS
 'The declarative register_upcaster, for rename/defaults given as JSON text or untyped literals';
 
@@ -402,7 +402,7 @@ CREATE FUNCTION ledger.register_upcaster(
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_register_upcaster_fn'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.register_upcaster(text, integer, integer, regprocedure) IS
 'Registers a function fn(jsonb) RETURNS jsonb as the upcaster from one schema version to another';
 
@@ -410,7 +410,7 @@ CREATE FUNCTION ledger.drop_upcaster(streams text, from_version integer)
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_drop_upcaster'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.drop_upcaster(text, integer) IS 'Removes the upcaster registered for a pattern and from_version';
 
 -- ---------------------------------------------------------------------------
@@ -481,7 +481,7 @@ CREATE FUNCTION ledger.create_sink(
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_create_sink'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.create_sink(text, text, text, text, jsonb) IS
 'Creates an export sink (kind sqlite: target is an absolute file path; kind mongodb: target is a MongoDB URI) that the background worker fills in id order, exactly once';
 
@@ -489,21 +489,21 @@ CREATE FUNCTION ledger.drop_sink(name text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_drop_sink'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.drop_sink(text) IS 'Removes an export sink; what it exported stays in the target';
 
 CREATE FUNCTION ledger.pause_sink(name text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_pause_sink'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.pause_sink(text) IS 'Stops exporting to a sink until resume_sink';
 
 CREATE FUNCTION ledger.resume_sink(name text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_resume_sink'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.resume_sink(text) IS 'Resumes a paused sink (or retries one in error at once)';
 
 -- New or changed sinks and retention limits (pg_restore's included) start
@@ -524,7 +524,7 @@ CREATE FUNCTION ledger.health()
 RETURNS TABLE (check_name text, ok boolean, detail text)
 AS 'MODULE_PATHNAME', 'ledger_health'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = ledger, pg_catalog, pg_temp;
+SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.health() IS
 'Checks: preload, read_all horizon (oldest unsettled append), background worker, sinks';
 

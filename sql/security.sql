@@ -27,7 +27,7 @@ SELECT p.proname, p.prosecdef, p.proconfig
  WHERE n.nspname = 'ledger' AND p.prorettype <> 'trigger'::regtype
    AND p.proname NOT IN ('redact_target', 'pattern_rank')
    AND (NOT p.prosecdef OR p.proconfig IS NULL
-		OR NOT 'search_path=ledger, pg_catalog, pg_temp' = ANY (p.proconfig));
+		OR NOT 'search_path=pg_catalog, ledger, pg_temp' = ANY (p.proconfig));
 
 -- PUBLIC executes nothing and reads no table
 SELECT p.oid::regprocedure AS public_can_execute
