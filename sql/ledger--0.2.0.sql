@@ -529,6 +529,113 @@ COMMENT ON FUNCTION ledger.health() IS
 'Checks: preload, read_all horizon (oldest unsettled append), background worker, sinks';
 
 -- ---------------------------------------------------------------------------
+-- Node identity, for a ledger sharded by stream (extension ledger_router).
+-- Once set, every id this database hands out is congruent to its node number
+-- modulo 2^node_bits: ids stay unique across the nodes of a router, and the
+-- low bits of an id name the node it came from.  The id sequence steps by
+-- 2^node_bits; the read_all horizon (last_value + 1 as a floor) stays exact,
+-- since every later id is at least last_value + 2^node_bits.
+-- The setting lives in a table because pg_dump restores an extension's
+-- sequence value but not its INCREMENT; the trigger re-applies the row to
+-- the sequence whenever it is written, pg_restore's COPY included.
+-- ---------------------------------------------------------------------------
+CREATE TABLE ledger.node_settings (
+	singleton	boolean NOT NULL DEFAULT true,
+	node		integer NOT NULL,
+	node_bits	integer NOT NULL,
+	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT node_settings_pkey PRIMARY KEY (singleton),
+	CONSTRAINT node_settings_singleton_check CHECK (singleton),
+	CONSTRAINT node_settings_bits_check CHECK (node_bits >= 0 AND node_bits <= 16),
+	CONSTRAINT node_settings_node_check CHECK (node >= 0 AND node < (1 << node_bits))
+);
+SELECT pg_catalog.pg_extension_config_dump('ledger.node_settings', '');
+REVOKE ALL ON ledger.node_settings FROM PUBLIC;
+
+CREATE FUNCTION ledger.node_settings_apply() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, ledger, pg_temp
+AS $apply$
+DECLARE
+	stride		bigint := 1::bigint OPERATOR(pg_catalog.<<) NEW.node_bits;
+	seq			record;
+	aligned		bigint;
+BEGIN
+	-- ALTER SEQUENCE waits for the transactions that drew ids and holds off
+	-- new draws until we commit, so no id escapes between the two steps.
+	EXECUTE pg_catalog.format('ALTER SEQUENCE ledger.entries_id_seq INCREMENT BY %s', stride);
+	SELECT s.last_value, s.is_called INTO seq FROM ledger.entries_id_seq s;
+	IF NOT seq.is_called THEN
+		-- no id drawn yet: the first one is the node number itself
+		PERFORM pg_catalog.setval('ledger.entries_id_seq'::pg_catalog.regclass,
+			CASE WHEN NEW.node OPERATOR(pg_catalog.>) 0 THEN NEW.node ELSE stride END, false);
+		RETURN NULL;
+	END IF;
+	-- The smallest value >= last_value congruent to the node number: ids go
+	-- on increasing, and the next one (aligned + stride) carries the node.
+	-- (OPERATOR() forms all bind alike, left to right: hence the parentheses.)
+	aligned := seq.last_value OPERATOR(pg_catalog.+)
+		((((NEW.node OPERATOR(pg_catalog.-) seq.last_value) OPERATOR(pg_catalog.%) stride)
+		  OPERATOR(pg_catalog.+) stride) OPERATOR(pg_catalog.%) stride);
+	PERFORM pg_catalog.setval('ledger.entries_id_seq'::pg_catalog.regclass, aligned, true);
+	RETURN NULL;
+END
+$apply$;
+COMMENT ON FUNCTION ledger.node_settings_apply() IS
+'Trigger: makes the id sequence step by 2^node_bits from a value congruent to the node number';
+REVOKE ALL ON FUNCTION ledger.node_settings_apply() FROM PUBLIC;
+CREATE TRIGGER node_settings_apply AFTER INSERT OR UPDATE ON ledger.node_settings
+	FOR EACH ROW EXECUTE FUNCTION ledger.node_settings_apply();
+ALTER TABLE ledger.node_settings ENABLE ALWAYS TRIGGER node_settings_apply;
+
+CREATE FUNCTION ledger.set_node(node integer, node_bits integer DEFAULT 10)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, ledger, pg_temp
+AS $set_node$
+BEGIN
+	IF set_node.node_bits IS NULL OR set_node.node_bits OPERATOR(pg_catalog.<) 0
+	   OR set_node.node_bits OPERATOR(pg_catalog.>) 16 THEN
+		RAISE EXCEPTION USING ERRCODE = '22023',
+			MESSAGE = pg_catalog.format('node_bits must lie between 0 and 16, not %s',
+										 COALESCE(set_node.node_bits::text, 'NULL')),
+			DETAIL = 'Ids carry the node number in their low node_bits bits.';
+	END IF;
+	IF set_node.node IS NULL OR set_node.node OPERATOR(pg_catalog.<) 0
+	   OR set_node.node OPERATOR(pg_catalog.>=) (1 OPERATOR(pg_catalog.<<) set_node.node_bits) THEN
+		RAISE EXCEPTION USING ERRCODE = '22023',
+			MESSAGE = pg_catalog.format('node number %s does not fit in %s node bits',
+										 COALESCE(set_node.node::text, 'NULL'), set_node.node_bits),
+			DETAIL = pg_catalog.format('With %s node bits, node numbers lie between 0 and %s.',
+									   set_node.node_bits,
+									   (1 OPERATOR(pg_catalog.<<) set_node.node_bits) OPERATOR(pg_catalog.-) 1);
+	END IF;
+	INSERT INTO ledger.node_settings AS s (singleton, node, node_bits)
+	VALUES (true, set_node.node, set_node.node_bits)
+	ON CONFLICT (singleton) DO UPDATE
+		SET node = excluded.node, node_bits = excluded.node_bits, updated_at = pg_catalog.now();
+END
+$set_node$;
+COMMENT ON FUNCTION ledger.set_node(integer, integer) IS
+'Makes every later id congruent to this node number modulo 2^node_bits, so ids are unique across the nodes of a ledger_router';
+
+CREATE FUNCTION ledger.node(OUT node integer, OUT node_bits integer)
+RETURNS record
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, ledger, pg_temp
+AS $node$
+	SELECT COALESCE(s.node, 0), COALESCE(s.node_bits, 0)
+	  FROM (VALUES (true)) AS one(singleton)
+	  LEFT JOIN ledger.node_settings s ON s.singleton
+$node$;
+COMMENT ON FUNCTION ledger.node() IS
+'This database''s node number and node bits (0, 0 until ledger.set_node)';
+
+REVOKE ALL ON FUNCTION ledger.set_node(integer, integer), ledger.node() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ledger.node() TO ledger_reader;
+GRANT EXECUTE ON FUNCTION ledger.set_node(integer, integer) TO ledger_admin;
+
+-- ---------------------------------------------------------------------------
 -- Privileges: PUBLIC executes nothing; each role gets its rung of the ladder
 -- (ledger_admin is a member of ledger_writer, which is a member of ledger_reader).
 -- ---------------------------------------------------------------------------
