@@ -1,6 +1,8 @@
 # ledger — an append-only log server inside PostgreSQL (PGXS build)
 
-EXTENSION = ledger
+# ledger_router (SQL only) is a router database's extension for a ledger
+# sharded by stream across nodes, through PL/Proxy.
+EXTENSION = ledger ledger_router
 EXTVERSION = 0.2.0
 
 MODULE_big = ledger
@@ -24,13 +26,14 @@ OBJS = \
 	src/sink_sqlite.o \
 	src/sink_mongo.o
 
-DATA = $(wildcard sql/$(EXTENSION)--*.sql)
+# Every extension's scripts: sql/<extension>--<version>[--<version>].sql
+DATA = $(foreach ext,$(EXTENSION),$(wildcard sql/$(ext)--*.sql))
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libmongoc-1.0 sqlite3)
 SHLIB_LINK = $(shell pkg-config --libs libmongoc-1.0 sqlite3)
 
 # Every sql/*.sql except the extension scripts is a regression test.
-REGRESS = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%.sql,$(wildcard sql/*.sql))))
+REGRESS = $(sort $(patsubst sql/%.sql,%,$(filter-out $(DATA),$(wildcard sql/*.sql))))
 # Even installcheck gets its own preloaded server (pg_cron's trick).
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=$(srcdir)/test/ledger.conf
 
