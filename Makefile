@@ -27,6 +27,9 @@ OBJS = \
 	src/sink_mongo.o
 
 # Every extension's scripts: sql/<extension>--<version>[--<version>].sql
+# ledger_router's deadline for calls to nodes (its only C)
+MODULES = src/ledger_router
+
 DATA = $(foreach ext,$(EXTENSION),$(wildcard sql/$(ext)--*.sql))
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libmongoc-1.0 sqlite3)

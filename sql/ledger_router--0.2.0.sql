@@ -189,9 +189,9 @@ CREATE SERVER ledger_nodes FOREIGN DATA WRAPPER plproxy
 CREATE USER MAPPING FOR PUBLIC SERVER ledger_nodes;
 GRANT USAGE ON FOREIGN SERVER ledger_nodes TO ledger_reader;
 
--- Keeps partitions dense and the server's options equal to the node list,
--- also when pg_restore loads the table (a dump keeps no extension member's
--- options).
+-- Keeps partitions dense and the server's partitions equal to the node
+-- list, also when pg_restore loads the table (a dump keeps no extension
+-- member's options).
 CREATE FUNCTION ledger_router.nodes_changed() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -214,8 +214,7 @@ BEGIN
 
 	SELECT pg_catalog.array_agg(pg_catalog.split_part(o, '=', 1)) INTO have
 	  FROM pg_catalog.pg_foreign_server s, pg_catalog.unnest(s.srvoptions) o
-	 WHERE s.srvname OPERATOR(pg_catalog.=) 'ledger_nodes'
-	   AND o OPERATOR(pg_catalog.~) '^p[0-9]+=';
+	 WHERE s.srvname OPERATOR(pg_catalog.=) 'ledger_nodes';
 	have := COALESCE(have, '{}');
 
 	FOR r IN SELECT n.partition, n.connstr FROM ledger_router.nodes n ORDER BY n.partition
@@ -233,7 +232,8 @@ BEGIN
 	END IF;
 	opts := opts OPERATOR(pg_catalog.||) ARRAY(
 		SELECT 'DROP ' OPERATOR(pg_catalog.||) h FROM pg_catalog.unnest(have) h
-		 WHERE pg_catalog.substr(h, 2)::integer OPERATOR(pg_catalog.>=) nparts);
+		 WHERE h OPERATOR(pg_catalog.~) '^p[0-9]+$'
+		   AND pg_catalog.substr(h, 2)::integer OPERATOR(pg_catalog.>=) nparts);
 	EXECUTE 'ALTER SERVER ledger_nodes OPTIONS (' OPERATOR(pg_catalog.||)
 		pg_catalog.array_to_string(opts, ', ') OPERATOR(pg_catalog.||) ')';
 	RETURN NULL;
@@ -275,11 +275,28 @@ END
 $no_nodes$;
 COMMENT ON FUNCTION ledger_router.no_nodes() IS 'Raises the error of a router without nodes';
 
+-- A deadline for the next call to a node (src/ledger_router.c):
+-- ledger_router.call_timeout plus the wait the call asks the node for.
+CREATE FUNCTION ledger_router.arm(wait interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'ledger_router_arm'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION ledger_router.arm(interval) IS
+'Arms the deadline of the next call to a node: ledger_router.call_timeout plus wait';
+
+CREATE FUNCTION ledger_router.disarm()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'ledger_router_disarm'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION ledger_router.disarm() IS
+'Disarms the deadline; true when it had passed (and so cancelled the call)';
+
 -- The PL/Proxy partition of the node that owns a stream.  A write first
 -- takes a shared advisory lock on the slot's group (class 19538, 'LR'),
 -- held to the end of the transaction, so that move_slots can wait for the
 -- writes that still go to a slot's old node; then it reads the slot map.
-CREATE FUNCTION ledger_router.route(stream text, writing boolean)
+-- Last, it arms the deadline of the call that follows.
+CREATE FUNCTION ledger_router.route(stream text, writing boolean, wait interval DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 AS $route$
@@ -293,6 +310,7 @@ BEGIN
 		IF NOT FOUND THEN
 			PERFORM ledger_router.no_nodes();
 		END IF;
+		PERFORM ledger_router.arm(wait);
 		RETURN target.partition;
 	END IF;
 	IF writing THEN
@@ -315,11 +333,12 @@ BEGIN
 			DETAIL = 'Writes to the streams of a moving slot wait until ledger_router.finish_move.',
 			HINT = 'Retry in a moment.';
 	END IF;
+	PERFORM ledger_router.arm(wait);
 	RETURN target.partition;
 END
 $route$;
-COMMENT ON FUNCTION ledger_router.route(text, boolean) IS
-'The PL/Proxy partition of the node that owns a stream (its pin, else its slot''s node); a write waits for a move of its slot';
+COMMENT ON FUNCTION ledger_router.route(text, boolean, interval) IS
+'The PL/Proxy partition of the node that owns a stream (its pin, else its slot''s node); a write waits for a move of its slot; arms the call''s deadline';
 
 -- The node names that do not answer: the one behind a partition, or, for a
 -- call that ran on every node, each node that fails a probe.
@@ -338,8 +357,13 @@ BEGIN
 	FOR r IN SELECT n.partition, n.name FROM ledger_router.nodes n ORDER BY n.partition
 	LOOP
 		BEGIN
+			PERFORM ledger_router.arm();
 			PERFORM ledger_router.node_identity(r.partition);
-		EXCEPTION WHEN OTHERS THEN
+			PERFORM ledger_router.disarm();
+		EXCEPTION WHEN OTHERS OR query_canceled THEN
+			IF SQLSTATE OPERATOR(pg_catalog.=) '57014' AND NOT ledger_router.disarm() THEN
+				RAISE;
+			END IF;
 			names := names OPERATOR(pg_catalog.||) pg_catalog.format('"%s"', r.name);
 		END;
 	END LOOP;
@@ -349,18 +373,27 @@ $unreachable$;
 COMMENT ON FUNCTION ledger_router.unreachable(integer) IS
 'Names the node behind a partition, or (NULL) every node that does not answer a probe';
 
--- Re-raises an error caught around a PL/Proxy call.  A node's own error
--- keeps its SQLSTATE, message, detail and hint, without PL/Proxy's prefixes,
--- so that errors read as ledger's.  A connection that fails becomes 08006
--- naming the node.  Anything else is raised as it came.
+-- Re-raises an error caught around a PL/Proxy call, disarming the call's
+-- deadline.  A node's own error keeps its SQLSTATE, message, detail and
+-- hint, without PL/Proxy's prefixes, so that errors read as ledger's.  A
+-- connection that fails, or a deadline that passed, becomes 08006 naming
+-- the node.  Anything else is raised as it came.
 CREATE FUNCTION ledger_router.rethrow(part integer, state text, message text, detail text, hint text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 AS $rethrow$
 DECLARE
-	remote	text[] := pg_catalog.regexp_match(message, '^\S+\(\d+\): \[[^]]*\] REMOTE [^:]*: (.*)$');
+	timed_out	boolean := ledger_router.disarm();
+	remote		text[] := pg_catalog.regexp_match(message, '^\S+\(\d+\): \[[^]]*\] REMOTE [^:]*: (.*)$');
 BEGIN
-	IF remote IS NOT NULL THEN
+	IF state OPERATOR(pg_catalog.=) '57014' AND timed_out THEN
+		state := '08006';
+		message := pg_catalog.format('ledger router: node %s did not answer within ledger_router.call_timeout (%s)',
+									 COALESCE(ledger_router.unreachable(part), '(unknown)'),
+									 pg_catalog.current_setting('ledger_router.call_timeout'));
+		detail := 'The node accepts connections or holds one open, but does not answer.';
+		hint := 'Check the node; raise ledger_router.call_timeout if it is only slow.';
+	ELSIF remote IS NOT NULL THEN
 		message := remote[1];
 		detail := pg_catalog.regexp_replace(detail, '^Remote detail: ', '');
 		hint := pg_catalog.regexp_replace(hint, '^Remote hint: ', '');
@@ -385,7 +418,7 @@ BEGIN
 END
 $rethrow$;
 COMMENT ON FUNCTION ledger_router.rethrow(integer, text, text, text, text) IS
-'Re-raises an error of a PL/Proxy call: a node''s error as the node raised it, a failed connection as 08006 naming the node';
+'Re-raises an error of a PL/Proxy call: a node''s error as the node raised it, a failed connection or a passed deadline as 08006 naming the node';
 
 -- ---------------------------------------------------------------------------
 -- Calls on one node (RUN ON part) or on every node (RUN ON ALL).  Internal:
@@ -647,15 +680,18 @@ RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 AS $fn$
 DECLARE
+	result		bigint;
 	part		integer := ledger_router.route(append.stream, true);
 	e_state		text;
 	e_message	text;
 	e_detail	text;
 	e_hint		text;
 BEGIN
-	RETURN ledger_router.node_append(part, append.stream, append.payload, append.order_key,
+	result := ledger_router.node_append(part, append.stream, append.payload, append.order_key,
 		append.dedup_key, append.metadata, append.tags, append.schema_version, append.expected_seq);
-EXCEPTION WHEN OTHERS THEN
+	PERFORM ledger_router.disarm();
+	RETURN result;
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -681,7 +717,8 @@ DECLARE
 BEGIN
 	RETURN QUERY SELECT * FROM ledger_router.node_append_batch(part, append_batch.stream,
 		append_batch.entries, append_batch.schema_version, append_batch.expected_seq);
-EXCEPTION WHEN OTHERS THEN
+	PERFORM ledger_router.disarm();
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -707,7 +744,8 @@ DECLARE
 BEGIN
 	RETURN QUERY SELECT * FROM ledger_router.node_append_batch(part, append_batch.stream,
 		append_batch.entries, append_batch.schema_version, append_batch.expected_seq);
-EXCEPTION WHEN OTHERS THEN
+	PERFORM ledger_router.disarm();
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -733,7 +771,8 @@ DECLARE
 BEGIN
 	RETURN QUERY SELECT * FROM ledger_router.node_append_batch(part, append_batch.stream,
 		append_batch.entries, append_batch.schema_version, append_batch.expected_seq);
-EXCEPTION WHEN OTHERS THEN
+	PERFORM ledger_router.disarm();
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -758,7 +797,7 @@ RETURNS SETOF ledger.entry
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE ROWS 100
 AS $fn$
 DECLARE
-	part		integer := ledger_router.route(read.stream, false);
+	part		integer := ledger_router.route(read.stream, false, read.wait);
 	e_state		text;
 	e_message	text;
 	e_detail	text;
@@ -767,7 +806,8 @@ BEGIN
 	RETURN QUERY SELECT * FROM ledger_router.node_read(part, read.stream, read.after, read."limit",
 		read.descending, read.order_key, read.tag, read.all_tags, read.metadata, read.annotations,
 		read.as_version, read.wait);
-EXCEPTION WHEN OTHERS THEN
+	PERFORM ledger_router.disarm();
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -781,14 +821,17 @@ RETURNS ledger.entry
 LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
 AS $fn$
 DECLARE
+	result		ledger.entry;
 	part		integer := ledger_router.route(get.stream, false);
 	e_state		text;
 	e_message	text;
 	e_detail	text;
 	e_hint		text;
 BEGIN
-	RETURN ledger_router.node_get(part, get.stream, get.seq);
-EXCEPTION WHEN OTHERS THEN
+	result := ledger_router.node_get(part, get.stream, get.seq);
+	PERFORM ledger_router.disarm();
+	RETURN result;
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -802,14 +845,17 @@ RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
 AS $fn$
 DECLARE
+	result		bigint;
 	part		integer := ledger_router.route(count.stream, false);
 	e_state		text;
 	e_message	text;
 	e_detail	text;
 	e_hint		text;
 BEGIN
-	RETURN ledger_router.node_count(part, count.stream);
-EXCEPTION WHEN OTHERS THEN
+	result := ledger_router.node_count(part, count.stream);
+	PERFORM ledger_router.disarm();
+	RETURN result;
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -822,14 +868,17 @@ RETURNS ledger.stream_stat
 LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
 AS $fn$
 DECLARE
+	result		ledger.stream_stat;
 	part		integer := ledger_router.route(stat.stream, false);
 	e_state		text;
 	e_message	text;
 	e_detail	text;
 	e_hint		text;
 BEGIN
-	RETURN ledger_router.node_stat(part, stat.stream);
-EXCEPTION WHEN OTHERS THEN
+	result := ledger_router.node_stat(part, stat.stream);
+	PERFORM ledger_router.disarm();
+	RETURN result;
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -855,9 +904,11 @@ BEGIN
 	IF NOT EXISTS (SELECT 1 FROM ledger_router.nodes) THEN
 		PERFORM ledger_router.no_nodes();
 	END IF;
+	PERFORM ledger_router.arm();
 	RETURN QUERY SELECT s.name FROM ledger_router.every_node_streams(streams.after, streams."limit", streams.prefix) AS s(name)
 		ORDER BY s.name COLLATE "C" LIMIT streams."limit";
-EXCEPTION WHEN OTHERS THEN
+	PERFORM ledger_router.disarm();
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(NULL, e_state, e_message, e_detail, e_hint);
@@ -878,7 +929,8 @@ DECLARE
 	e_hint		text;
 BEGIN
 	PERFORM ledger_router.node_set_tags(part, set_tags.stream, set_tags.id, set_tags.tags);
-EXCEPTION WHEN OTHERS THEN
+	PERFORM ledger_router.disarm();
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -899,7 +951,8 @@ DECLARE
 BEGIN
 	PERFORM ledger_router.node_set_annotations(part, set_annotations.stream, set_annotations.id,
 		set_annotations.annotations);
-EXCEPTION WHEN OTHERS THEN
+	PERFORM ledger_router.disarm();
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -913,14 +966,17 @@ RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 AS $fn$
 DECLARE
+	result		bigint;
 	part		integer := ledger_router.route(trim.stream, true);
 	e_state		text;
 	e_message	text;
 	e_detail	text;
 	e_hint		text;
 BEGIN
-	RETURN ledger_router.node_trim(part, trim.stream, trim.before_id);
-EXCEPTION WHEN OTHERS THEN
+	result := ledger_router.node_trim(part, trim.stream, trim.before_id);
+	PERFORM ledger_router.disarm();
+	RETURN result;
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -951,13 +1007,15 @@ BEGIN
 	END IF;
 	FOR part IN SELECT n.partition FROM ledger_router.nodes n ORDER BY n.partition
 	LOOP
+		PERFORM ledger_router.arm();
 		PERFORM ledger_router.node_set_schema_version(part, set_schema_version.streams, set_schema_version.version);
 	END LOOP;
 	part := NULL;
+	PERFORM ledger_router.disarm();
 	INSERT INTO ledger_router.schema_versions AS v (pattern, version)
 	VALUES (set_schema_version.streams, set_schema_version.version)
 	ON CONFLICT (pattern) DO UPDATE SET version = excluded.version;
-EXCEPTION WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -985,10 +1043,12 @@ BEGIN
 	END IF;
 	FOR part IN SELECT n.partition FROM ledger_router.nodes n ORDER BY n.partition
 	LOOP
+		PERFORM ledger_router.arm();
 		PERFORM ledger_router.node_set_retention(part, set_retention.streams, set_retention.max_entries,
 			set_retention.max_age);
 	END LOOP;
 	part := NULL;
+	PERFORM ledger_router.disarm();
 	IF set_retention.max_entries IS NULL AND set_retention.max_age IS NULL THEN
 		DELETE FROM ledger_router.retention r WHERE r.pattern OPERATOR(pg_catalog.=) set_retention.streams;
 	ELSE
@@ -996,7 +1056,7 @@ BEGIN
 		VALUES (set_retention.streams, set_retention.max_entries, set_retention.max_age)
 		ON CONFLICT (pattern) DO UPDATE SET max_entries = excluded.max_entries, max_age = excluded.max_age;
 	END IF;
-EXCEPTION WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -1027,18 +1087,20 @@ BEGIN
 	END IF;
 	FOR part IN SELECT n.partition FROM ledger_router.nodes n ORDER BY n.partition
 	LOOP
+		PERFORM ledger_router.arm();
 		PERFORM ledger_router.node_register_upcaster(part, register_upcaster.streams,
 			register_upcaster.from_version, register_upcaster.to_version, register_upcaster.rename,
 			register_upcaster.defaults, register_upcaster.remove);
 	END LOOP;
 	part := NULL;
+	PERFORM ledger_router.disarm();
 	INSERT INTO ledger_router.upcasters AS u (streams, from_version, to_version, rename, defaults, remove, fn)
 	VALUES (register_upcaster.streams, register_upcaster.from_version, register_upcaster.to_version,
 			register_upcaster.rename, register_upcaster.defaults, register_upcaster.remove, NULL)
 	ON CONFLICT ON CONSTRAINT upcasters_pkey DO UPDATE
 		SET to_version = excluded.to_version, rename = excluded.rename, defaults = excluded.defaults,
 			remove = excluded.remove, fn = NULL;
-EXCEPTION WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -1085,22 +1147,24 @@ BEGIN
 	IF NOT EXISTS (SELECT 1 FROM ledger_router.nodes) THEN
 		PERFORM ledger_router.no_nodes();
 	END IF;
-	SELECT pg_catalog.format('%I.%I(%s)', n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid))
+	SELECT pg_catalog.format('%I.%I(%s)', n.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes))
 	  INTO signature
 	  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
 	 WHERE p.oid OPERATOR(pg_catalog.=) register_upcaster.fn::pg_catalog.oid;
 	FOR part IN SELECT n.partition FROM ledger_router.nodes n ORDER BY n.partition
 	LOOP
+		PERFORM ledger_router.arm();
 		PERFORM ledger_router.node_register_upcaster_fn(part, register_upcaster.streams,
 			register_upcaster.from_version, register_upcaster.to_version, signature);
 	END LOOP;
 	part := NULL;
+	PERFORM ledger_router.disarm();
 	INSERT INTO ledger_router.upcasters AS u (streams, from_version, to_version, rename, defaults, remove, fn)
 	VALUES (register_upcaster.streams, register_upcaster.from_version, register_upcaster.to_version,
 			NULL, NULL, NULL, signature)
 	ON CONFLICT ON CONSTRAINT upcasters_pkey DO UPDATE
 		SET to_version = excluded.to_version, rename = NULL, defaults = NULL, remove = NULL, fn = excluded.fn;
-EXCEPTION WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -1125,13 +1189,15 @@ BEGIN
 	END IF;
 	FOR part IN SELECT n.partition FROM ledger_router.nodes n ORDER BY n.partition
 	LOOP
+		PERFORM ledger_router.arm();
 		PERFORM ledger_router.node_drop_upcaster(part, drop_upcaster.streams, drop_upcaster.from_version);
 	END LOOP;
 	part := NULL;
+	PERFORM ledger_router.disarm();
 	DELETE FROM ledger_router.upcasters u
 	 WHERE u.streams OPERATOR(pg_catalog.=) drop_upcaster.streams
 	   AND u.from_version OPERATOR(pg_catalog.=) drop_upcaster.from_version;
-EXCEPTION WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -1169,9 +1235,11 @@ BEGIN
 										COALESCE(ledger_router.quote_value(read_node.node), 'NULL'));
 	END IF;
 	BEGIN
+		PERFORM ledger_router.arm(read_node.wait);
 		RETURN QUERY SELECT * FROM ledger_router.node_read_all(part, read_node.after, read_node."limit",
 			read_node.streams, read_node.wait);
-	EXCEPTION WHEN OTHERS THEN
+		PERFORM ledger_router.disarm();
+	EXCEPTION WHEN OTHERS OR query_canceled THEN
 		GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 			e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 		PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -1199,6 +1267,7 @@ BEGIN
 	IF NOT EXISTS (SELECT 1 FROM ledger_router.nodes) THEN
 		PERFORM ledger_router.no_nodes();
 	END IF;
+	PERFORM ledger_router.arm();
 	RETURN QUERY
 	SELECT n.name::text, e.id, e.stream, e.seq, e.payload, e.order_key, e.dedup_key, e.schema_version,
 		   e.metadata, e.tags, e.annotations, e.created_at, e.updated_at
@@ -1207,7 +1276,8 @@ BEGIN
 		ON n.node::bigint OPERATOR(pg_catalog.=)
 		   (e.id OPERATOR(pg_catalog.&) ((1::bigint OPERATOR(pg_catalog.<<) n.node_bits) OPERATOR(pg_catalog.-) 1))
 	 ORDER BY n.node, e.id;
-EXCEPTION WHEN OTHERS THEN
+	PERFORM ledger_router.disarm();
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(NULL, e_state, e_message, e_detail, e_hint);
@@ -1241,22 +1311,27 @@ DECLARE
 BEGIN
 	FOR r IN SELECT * FROM ledger_router.schema_versions v ORDER BY v.pattern
 	LOOP
+		PERFORM ledger_router.arm();
 		PERFORM ledger_router.node_set_schema_version(part, r.pattern, r.version);
 	END LOOP;
 	FOR r IN SELECT * FROM ledger_router.retention t ORDER BY t.pattern
 	LOOP
+		PERFORM ledger_router.arm();
 		PERFORM ledger_router.node_set_retention(part, r.pattern, r.max_entries, r.max_age);
 	END LOOP;
 	FOR r IN SELECT * FROM ledger_router.upcasters u ORDER BY u.streams, u.from_version
 	LOOP
 		IF r.fn IS NULL THEN
+			PERFORM ledger_router.arm();
 			PERFORM ledger_router.node_register_upcaster(part, r.streams, r.from_version, r.to_version,
 				r.rename, r.defaults, r.remove);
 		ELSE
+			PERFORM ledger_router.arm();
 			PERFORM ledger_router.node_register_upcaster_fn(part, r.streams, r.from_version,
 				r.to_version, r.fn);
 		END IF;
 	END LOOP;
+	PERFORM ledger_router.disarm();
 END
 $fn$;
 COMMENT ON FUNCTION ledger_router.replay_settings(integer) IS
@@ -1290,13 +1365,6 @@ BEGIN
 			DETAIL = 'Every user of the router database can read the connection strings.',
 			HINT = 'Give the password in a user mapping (CREATE USER MAPPING FOR … SERVER ledger_nodes OPTIONS (user …, password …)) or in the router''s ~/.pgpass.';
 	END IF;
-	-- a node that does not answer must fail a call, not hang it
-	IF add_node.connstr OPERATOR(pg_catalog.!~*) 'connect_timeout' THEN
-		add_node.connstr := add_node.connstr OPERATOR(pg_catalog.||)
-			CASE WHEN add_node.connstr OPERATOR(pg_catalog.!~*) '^postgres(ql)?://' THEN ' connect_timeout=5'
-				 WHEN pg_catalog.strpos(add_node.connstr, '?') OPERATOR(pg_catalog.>) 0 THEN '&connect_timeout=5'
-				 ELSE '?connect_timeout=5' END;
-	END IF;
 
 	-- one change of the node list at a time
 	LOCK TABLE ledger_router.nodes IN SHARE ROW EXCLUSIVE MODE;
@@ -1314,8 +1382,10 @@ BEGIN
 	VALUES (add_node.node, add_node.name, add_node.connstr, 0, -1);
 	SELECT n.partition INTO part FROM ledger_router.nodes n WHERE n.node OPERATOR(pg_catalog.=) add_node.node;
 	BEGIN
+		PERFORM ledger_router.arm();
 		SELECT * INTO ident FROM ledger_router.node_identity(part);
-	EXCEPTION WHEN OTHERS THEN
+		PERFORM ledger_router.disarm();
+	EXCEPTION WHEN OTHERS OR query_canceled THEN
 		GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 			e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 		PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -1348,7 +1418,7 @@ BEGIN
 
 	BEGIN
 		PERFORM ledger_router.replay_settings(part);
-	EXCEPTION WHEN OTHERS THEN
+	EXCEPTION WHEN OTHERS OR query_canceled THEN
 		GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 			e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 		PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -1392,8 +1462,10 @@ BEGIN
 	ELSE
 		-- the last node: only when it holds nothing
 		BEGIN
+			PERFORM ledger_router.arm();
 			SELECT * INTO ident FROM ledger_router.node_identity(victim.partition);
-		EXCEPTION WHEN OTHERS THEN
+			PERFORM ledger_router.disarm();
+		EXCEPTION WHEN OTHERS OR query_canceled THEN
 			GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 				e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 			PERFORM ledger_router.rethrow(victim.partition, e_state, e_message, e_detail, e_hint);
@@ -1481,9 +1553,11 @@ BEGIN
 		page := NULL;
 		LOOP
 			-- the node's own order, so that its last name is the next cursor
+			PERFORM ledger_router.arm();
 			SELECT pg_catalog.array_agg(x.name ORDER BY x.ord) INTO page
 			  FROM ledger_router.node_streams(part, page[pg_catalog.cardinality(page)], page_size, NULL)
 				   WITH ORDINALITY AS x(name, ord);
+			PERFORM ledger_router.disarm();
 			EXIT WHEN page IS NULL;
 			INSERT INTO ledger_router.pins AS p (stream, node)
 			SELECT x.name, owner.node FROM pg_catalog.unnest(page) AS x(name)
@@ -1498,7 +1572,7 @@ BEGIN
 	UPDATE ledger_router.slots s SET node = s.moving_to, moving_to = NULL
 	 WHERE s.slot OPERATOR(pg_catalog.=) ANY (finish_move.slots) AND s.moving_to IS NOT NULL;
 	RETURN pinned;
-EXCEPTION WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 	PERFORM ledger_router.rethrow(part, e_state, e_message, e_detail, e_hint);
@@ -1601,8 +1675,10 @@ BEGIN
 	 WHERE s.slot OPERATOR(pg_catalog.=) ledger_router.slot_of(pin_stream.stream);
 	IF owner_node.node OPERATOR(pg_catalog.<>) target.node THEN
 		BEGIN
+			PERFORM ledger_router.arm();
 			st := ledger_router.node_stat(owner_node.partition, pin_stream.stream);
-		EXCEPTION WHEN OTHERS THEN
+			PERFORM ledger_router.disarm();
+		EXCEPTION WHEN OTHERS OR query_canceled THEN
 			GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 				e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 			PERFORM ledger_router.rethrow(owner_node.partition, e_state, e_message, e_detail, e_hint);
@@ -1646,8 +1722,10 @@ BEGIN
 	END IF;
 	IF pin.node OPERATOR(pg_catalog.<>) pin.slot_node THEN
 		BEGIN
+			PERFORM ledger_router.arm();
 			st := ledger_router.node_stat(pin.partition, unpin_stream.stream);
-		EXCEPTION WHEN OTHERS THEN
+			PERFORM ledger_router.disarm();
+		EXCEPTION WHEN OTHERS OR query_canceled THEN
 			GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 				e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
 			PERFORM ledger_router.rethrow(pin.partition, e_state, e_message, e_detail, e_hint);
@@ -1680,9 +1758,11 @@ BEGIN
 	LOOP
 		check_name := pg_catalog.format('node "%s"', r.name);
 		BEGIN
+			PERFORM ledger_router.arm();
 			SELECT * INTO ident FROM ledger_router.node_identity(r.partition);
 			SELECT pg_catalog.string_agg(h.check_name OPERATOR(pg_catalog.||) ': ' OPERATOR(pg_catalog.||) h.detail, '; ')
 			  INTO failing FROM ledger_router.node_health(r.partition) h WHERE NOT h.ok;
+			PERFORM ledger_router.disarm();
 			IF ident.node OPERATOR(pg_catalog.<>) r.node OR ident.node_bits OPERATOR(pg_catalog.<>) r.node_bits THEN
 				ok := false;
 				detail := pg_catalog.format('the node says it is node %s with %s node bits, the router has it as node %s with %s',
@@ -1694,10 +1774,15 @@ BEGIN
 				ok := true;
 				detail := pg_catalog.format('node %s answers; its ledger.health() is all ok', r.node);
 			END IF;
-		EXCEPTION WHEN OTHERS THEN
+		EXCEPTION WHEN OTHERS OR query_canceled THEN
+			IF SQLSTATE OPERATOR(pg_catalog.=) '57014' AND NOT ledger_router.disarm() THEN
+				RAISE;
+			END IF;
 			GET STACKED DIAGNOSTICS e_message = MESSAGE_TEXT;
 			ok := false;
-			detail := pg_catalog.regexp_replace(e_message, '^PL/Proxy function \S+: ', '');
+			detail := CASE WHEN SQLSTATE OPERATOR(pg_catalog.=) '57014'
+						   THEN 'no answer within ledger_router.call_timeout'
+						   ELSE pg_catalog.regexp_replace(e_message, '^PL/Proxy function \S+: ', '') END;
 		END;
 		RETURN NEXT;
 	END LOOP;
@@ -1732,7 +1817,9 @@ GRANT EXECUTE ON FUNCTION
 	ledger_router.slot_of(text),
 	ledger_router.quote_value(text),
 	ledger_router.no_nodes(),
-	ledger_router.route(text, boolean),
+	ledger_router.arm(interval),
+	ledger_router.disarm(),
+	ledger_router.route(text, boolean, interval),
 	ledger_router.unreachable(integer),
 	ledger_router.rethrow(integer, text, text, text, text),
 	ledger_router.node_read(integer, text, bigint, integer, boolean, text, text, text[], jsonb, jsonb, integer, interval),
