@@ -109,15 +109,24 @@ echo "    sinks: $(tail -1 "$WORK/sinks.log")"
 if [ $rc = 0 ]; then record shell/sink_harness ok; else record shell/sink_harness fail; grep -E '^not ok|^#' "$WORK/sinks.log" | head -40; fi
 
 log "version agreement"
+# Every extension of the Makefile (ledger, ledger_router): its control file,
+# its script and its META.json "provides" entry carry EXTVERSION, as does
+# the distribution itself.
 EXTVERSION=$(sed -n 's/^EXTVERSION *= *//p' "$SRC/Makefile")
-if grep -q "default_version = '$EXTVERSION'" "$SRC/ledger.control" &&
-   [ "$(grep -c "\"version\": \"$EXTVERSION\"" "$SRC/META.json")" -ge 2 ] &&
-   [ -f "$SRC/sql/ledger--$EXTVERSION.sql" ]; then
-	record version ok
-else
-	record version fail
-	echo "ledger.control, META.json and sql/ledger--$EXTVERSION.sql disagree with Makefile EXTVERSION $EXTVERSION"
-fi
+EXTENSIONS=$(sed -n 's/^EXTENSION *= *//p' "$SRC/Makefile")
+version_ok=yes
+/usr/bin/python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); sys.exit(m["version"] != sys.argv[2])' \
+	"$SRC/META.json" "$EXTVERSION" || { version_ok=no; echo "META.json's version is not $EXTVERSION"; }
+for ext in $EXTENSIONS; do
+	if ! grep -q "^default_version = '$EXTVERSION'" "$SRC/$ext.control" ||
+	   [ ! -f "$SRC/sql/$ext--$EXTVERSION.sql" ] ||
+	   ! /usr/bin/python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); p = m["provides"][sys.argv[2]]; sys.exit(p["version"] != sys.argv[3] or p["file"] != "sql/%s--%s.sql" % (sys.argv[2], sys.argv[3]))' \
+			"$SRC/META.json" "$ext" "$EXTVERSION" 2>/dev/null; then
+		version_ok=no
+		echo "$ext.control, sql/$ext--$EXTVERSION.sql or META.json's provides.$ext disagree with Makefile EXTVERSION $EXTVERSION"
+	fi
+done
+if [ $version_ok = yes ]; then record version ok; else record version fail; fi
 
 if [ ${#FAILURES[@]} -gt 0 ]; then
 	echo "failed: ${FAILURES[*]}"
