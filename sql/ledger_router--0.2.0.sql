@@ -4,8 +4,8 @@
 
 -- ---------------------------------------------------------------------------
 -- How it works.  Every stream lives on one node (a database running
--- ledger).  A stream's slot is a hash of its name (md5, so that every router
--- on any platform and version agrees) into 4096 slots; each slot belongs to
+-- ledger).  A stream's slot is a hash of its name (src/ledger_router.c: the
+-- same on every platform and version) into 4096 slots; each slot belongs to
 -- a node (ledger_router.slots), and a pin (ledger_router.pins) overrides the
 -- slot for one stream.  Schema ledger here has the stream-scoped functions of
 -- ledger with the same signatures; each finds the stream's node and runs the
@@ -250,10 +250,10 @@ ALTER TABLE ledger_router.nodes ENABLE ALWAYS TRIGGER nodes_changed;
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION ledger_router.slot_of(stream text)
 RETURNS integer
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN (('x' OPERATOR(pg_catalog.||) pg_catalog.left(pg_catalog.md5(stream), 3))::pg_catalog.bit(12))::integer;
+AS 'MODULE_PATHNAME', 'ledger_router_slot_of'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION ledger_router.slot_of(text) IS
-'The slot (0..4095) a stream name hashes into: the first 12 bits of its md5';
+'The slot (0..4095) a stream name hashes into: FNV-1a (32 bits) of its bytes h, then ((h >> 20) # h) & 4095';
 
 -- A value shown in a message: at most 48 characters, control characters as ?
 CREATE FUNCTION ledger_router.quote_value(value text)

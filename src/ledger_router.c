@@ -1,8 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * src/ledger_router.c
- *		The one piece of C in extension ledger_router: a deadline for each
- *		call to a node.
+ *		The C of extension ledger_router: a stream's slot, and a deadline
+ *		for each call to a node.
+ *
+ * A stream's slot is FNV-1a (32 bits) of its name's bytes, folded to 12
+ * bits: (h >> 20) ^ (h & 0xfff).  It is written out here rather than taken
+ * from hashtext() because every router must agree with every other one on
+ * any platform and major version (hashtext's result differs between byte
+ * orders and may change between releases), and md5() goes through
+ * OpenSSL's EVP interface, whose per-call set-up costs more than the rest
+ * of a routed call's local work.
  *
  * PL/Proxy connects asynchronously, so libpq's connect_timeout never ends a
  * connect to a node that accepts TCP but does not answer (a stopped or
@@ -38,11 +46,14 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+PG_FUNCTION_INFO_V1(ledger_router_slot_of);
 PG_FUNCTION_INFO_V1(ledger_router_arm);
 PG_FUNCTION_INFO_V1(ledger_router_disarm);
 
 /* milliseconds a call to a node may take beyond the wait it asks for; 0 = none */
 static int	ledger_router_call_timeout = 30000;
+
+#define LEDGER_ROUTER_SLOTS 4096
 
 static TimeoutId deadline_timeout;
 static bool deadline_registered = false;
@@ -93,6 +104,23 @@ _PG_init(void)
 							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("ledger_router");
 	RegisterXactCallback(deadline_xact_callback, NULL);
+}
+
+/* ledger_router.slot_of(stream text): 0 .. 4095 */
+Datum
+ledger_router_slot_of(PG_FUNCTION_ARGS)
+{
+	text	   *stream = PG_GETARG_TEXT_PP(0);
+	const unsigned char *p = (const unsigned char *) VARDATA_ANY(stream);
+	const unsigned char *end = p + VARSIZE_ANY_EXHDR(stream);
+	uint32		h = 2166136261u;
+
+	for (; p < end; p++)
+	{
+		h ^= *p;
+		h *= 16777619u;
+	}
+	PG_RETURN_INT32((int32) (((h >> 20) ^ h) & (LEDGER_ROUTER_SLOTS - 1)));
 }
 
 /*
