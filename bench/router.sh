@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # bench/router.sh — what the ledger_router hop costs: the same calls made on a
-# node directly and through a router database (PL/Proxy), back to back, one
-# run each, 1 client (latency) and 4 clients (throughput).
+# node directly and through a router database (PL/Proxy), 1 client (latency)
+# and 4 clients (throughput).  One run of the script interleaves the paths in
+# rounds (direct, router, direct, router, …) and reports each figure's median
+# over the rounds, so that a burst of other load on the machine hits both.
 #
-#   bash bench/router.sh            15 s per pgbench run
-#   BENCH_DURATION=5 bash bench/router.sh
+#   bash bench/router.sh                          5 rounds of 5 s per figure
+#   BENCH_ROUNDS=3 BENCH_DURATION=10 bash bench/router.sh
 #
 # Two throwaway clusters on loopback: a ledger node (preloaded) and a router
 # (ledger_router, one node).  Workloads (each client its own stream):
@@ -18,7 +20,8 @@ set -uo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 . "$SRC/test/lib/common.sh"
-DUR=${BENCH_DURATION:-15}
+DUR=${BENCH_DURATION:-5}
+ROUNDS=${BENCH_ROUNDS:-5}
 
 ledger_install_deps || exit 1
 ledger_build_install "$SRC" || exit 1
@@ -66,47 +69,50 @@ EOF
 chmod a+r "$WORK"/*.sql
 
 RAW=$OUT/raw.csv
-echo "workload,path,clients,tps,latency_ms" > "$RAW"
-run() {	# run WORKLOAD PATH CLIENTS HOST PORT SCRIPT
-	local log=$WORK/$1-$2-$3.log
+echo "round,workload,path,clients,tps,latency_ms" > "$RAW"
+run() {	# run WORKLOAD PATH CLIENTS HOST PORT SCRIPT   (uses $round)
+	local log=$WORK/$1-$2-$3-$round.log
 	as_test_user pgbench -n -h "$4" -p "$5" -c "$3" -j "$3" -T "$DUR" -f "$6" postgres >"$log" 2>&1
 	local tps lat
 	tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$log")
 	lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$log")
 	[ -n "$tps" ] || { echo "pgbench failed:"; cat "$log"; return 1; }
-	echo "$1,$2,$3,$tps,$lat" >> "$RAW"
-	printf '  %-7s %-7s %s clients: %10s tps  %8s ms\n' "$1" "$2" "$3" "$tps" "$lat"
+	echo "$round,$1,$2,$3,$tps,$lat" >> "$RAW"
+	printf '  round %s  %-7s %-7s %s clients: %10s tps  %8s ms\n' "$round" "$1" "$2" "$3" "$tps" "$lat"
 }
 
-log "one run each, $DUR s"
-for clients in 1 4; do
-	for w in append read count; do
-		run "$w" direct $clients "$NODE_HOST" "$NODE_PORT" "$WORK/$w.sql"
-		run "$w" router $clients "$ROUTER_HOST" "$ROUTER_PORT" "$WORK/$w.sql"
+log "$ROUNDS rounds of $DUR s per figure"
+for round in $(seq "$ROUNDS"); do
+	for clients in 1 4; do
+		for w in append read count; do
+			run "$w" direct $clients "$NODE_HOST" "$NODE_PORT" "$WORK/$w.sql"
+			run "$w" router $clients "$ROUTER_HOST" "$ROUTER_PORT" "$WORK/$w.sql"
+		done
+		run append hop $clients "$ROUTER_HOST" "$ROUTER_PORT" "$WORK/hop.sql"
 	done
-	run append hop $clients "$ROUTER_HOST" "$ROUTER_PORT" "$WORK/hop.sql"
 done
 
 # summary: per workload and client count, router - direct latency and the tps ratio
-/usr/bin/python3 - "$RAW" "$DUR" > "$OUT/summary.md" <<'EOF'
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-get = {(r['workload'], r['path'], r['clients']): r for r in rows}
-print(f"# ledger_router overhead (one run each, {sys.argv[2]} s, `bash bench/router.sh`)\n")
+/usr/bin/python3 - "$RAW" "$DUR" "$ROUNDS" > "$OUT/summary.md" <<'EOF'
+import csv, statistics, sys
+from collections import defaultdict
+runs = defaultdict(list)
+for r in csv.DictReader(open(sys.argv[1])):
+    runs[(r['workload'], r['path'], r['clients'])].append((float(r['tps']), float(r['latency_ms'])))
+med = {k: (statistics.median(t for t, _ in v), statistics.median(l for _, l in v)) for k, v in runs.items()}
+print(f"# ledger_router overhead: medians of {sys.argv[3]} interleaved rounds of {sys.argv[2]} s (`bash bench/router.sh`)\n")
 print("| workload | clients | direct tps | router tps | router/direct | direct ms | router ms | added per call |")
 print("|---|---|---|---|---|---|---|---|")
-for (w, p, c), r in get.items():
+for (w, p, c) in sorted(med, key=lambda k: (k[2], k[0])):
     if p != 'router':
         continue
-    d = get[(w, 'direct', c)]
-    added = (float(r['latency_ms']) - float(d['latency_ms'])) * 1000
-    print(f"| {w} | {c} | {float(d['tps']):.0f} | {float(r['tps']):.0f} | {float(r['tps']) / float(d['tps']):.2f} "
-          f"| {float(d['latency_ms']):.3f} | {float(r['latency_ms']):.3f} | {added:.0f} µs |")
+    (dt, dl), (rt, rl) = med[(w, 'direct', c)], med[(w, 'router', c)]
+    print(f"| {w} | {c} | {dt:.0f} | {rt:.0f} | {rt / dt:.2f} | {dl:.3f} | {rl:.3f} | {(rl - dl) * 1000:.0f} µs |")
 for c in ('1', '4'):
-    h, r, d = get.get(('append', 'hop', c)), get.get(('append', 'router', c)), get.get(('append', 'direct', c))
-    if h and r and d:
-        print(f"\nappend, {c} client(s): PL/Proxy's hop alone adds {(float(h['latency_ms']) - float(d['latency_ms'])) * 1000:.0f} µs; "
-              f"routing, deadline and error handling add {(float(r['latency_ms']) - float(h['latency_ms'])) * 1000:.0f} µs more.")
+    if ('append', 'hop', c) in med:
+        hl, rl, dl = med[('append', 'hop', c)][1], med[('append', 'router', c)][1], med[('append', 'direct', c)][1]
+        print(f"\nappend, {c} client(s): PL/Proxy's call alone adds {(hl - dl) * 1000:.0f} µs to the direct call; "
+              f"the router's routing, deadline and error handling add {(rl - hl) * 1000:.0f} µs to that.")
 EOF
 cat "$OUT/summary.md"
 echo "results in $OUT"

@@ -987,9 +987,10 @@ COMMENT ON FUNCTION ledger.trim(text, bigint) IS
 
 -- ---------------------------------------------------------------------------
 -- Pattern-scoped settings go to every node, one after the other, so that a
--- failure names its node; the router then records them for nodes that join
--- later.  A failure leaves the nodes before it changed: every one of these
--- calls can simply be repeated.
+-- failure names its node.  The router records them (first, so that a router
+-- that cannot write changes no node) for nodes that join later.  A failure
+-- leaves the nodes before it changed and the record rolled back: every one
+-- of these calls can simply be repeated.
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION ledger.set_schema_version(streams text, version integer)
 RETURNS void
@@ -1005,6 +1006,10 @@ BEGIN
 	IF NOT EXISTS (SELECT 1 FROM ledger_router.nodes) THEN
 		PERFORM ledger_router.no_nodes();
 	END IF;
+	-- recorded first: a router that cannot write (a standby) changes no node
+	INSERT INTO ledger_router.schema_versions AS v (pattern, version)
+	VALUES (set_schema_version.streams, set_schema_version.version)
+	ON CONFLICT (pattern) DO UPDATE SET version = excluded.version;
 	FOR part IN SELECT n.partition FROM ledger_router.nodes n ORDER BY n.partition
 	LOOP
 		PERFORM ledger_router.arm();
@@ -1012,9 +1017,6 @@ BEGIN
 	END LOOP;
 	part := NULL;
 	PERFORM ledger_router.disarm();
-	INSERT INTO ledger_router.schema_versions AS v (pattern, version)
-	VALUES (set_schema_version.streams, set_schema_version.version)
-	ON CONFLICT (pattern) DO UPDATE SET version = excluded.version;
 EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
@@ -1041,6 +1043,14 @@ BEGIN
 	IF NOT EXISTS (SELECT 1 FROM ledger_router.nodes) THEN
 		PERFORM ledger_router.no_nodes();
 	END IF;
+	-- recorded first: a router that cannot write (a standby) changes no node
+	IF set_retention.max_entries IS NULL AND set_retention.max_age IS NULL THEN
+		DELETE FROM ledger_router.retention r WHERE r.pattern OPERATOR(pg_catalog.=) set_retention.streams;
+	ELSE
+		INSERT INTO ledger_router.retention AS r (pattern, max_entries, max_age)
+		VALUES (set_retention.streams, set_retention.max_entries, set_retention.max_age)
+		ON CONFLICT (pattern) DO UPDATE SET max_entries = excluded.max_entries, max_age = excluded.max_age;
+	END IF;
 	FOR part IN SELECT n.partition FROM ledger_router.nodes n ORDER BY n.partition
 	LOOP
 		PERFORM ledger_router.arm();
@@ -1049,13 +1059,6 @@ BEGIN
 	END LOOP;
 	part := NULL;
 	PERFORM ledger_router.disarm();
-	IF set_retention.max_entries IS NULL AND set_retention.max_age IS NULL THEN
-		DELETE FROM ledger_router.retention r WHERE r.pattern OPERATOR(pg_catalog.=) set_retention.streams;
-	ELSE
-		INSERT INTO ledger_router.retention AS r (pattern, max_entries, max_age)
-		VALUES (set_retention.streams, set_retention.max_entries, set_retention.max_age)
-		ON CONFLICT (pattern) DO UPDATE SET max_entries = excluded.max_entries, max_age = excluded.max_age;
-	END IF;
 EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
@@ -1085,6 +1088,13 @@ BEGIN
 	IF NOT EXISTS (SELECT 1 FROM ledger_router.nodes) THEN
 		PERFORM ledger_router.no_nodes();
 	END IF;
+	-- recorded first: a router that cannot write (a standby) changes no node
+	INSERT INTO ledger_router.upcasters AS u (streams, from_version, to_version, rename, defaults, remove, fn)
+	VALUES (register_upcaster.streams, register_upcaster.from_version, register_upcaster.to_version,
+			register_upcaster.rename, register_upcaster.defaults, register_upcaster.remove, NULL)
+	ON CONFLICT ON CONSTRAINT upcasters_pkey DO UPDATE
+		SET to_version = excluded.to_version, rename = excluded.rename, defaults = excluded.defaults,
+			remove = excluded.remove, fn = NULL;
 	FOR part IN SELECT n.partition FROM ledger_router.nodes n ORDER BY n.partition
 	LOOP
 		PERFORM ledger_router.arm();
@@ -1094,12 +1104,6 @@ BEGIN
 	END LOOP;
 	part := NULL;
 	PERFORM ledger_router.disarm();
-	INSERT INTO ledger_router.upcasters AS u (streams, from_version, to_version, rename, defaults, remove, fn)
-	VALUES (register_upcaster.streams, register_upcaster.from_version, register_upcaster.to_version,
-			register_upcaster.rename, register_upcaster.defaults, register_upcaster.remove, NULL)
-	ON CONFLICT ON CONSTRAINT upcasters_pkey DO UPDATE
-		SET to_version = excluded.to_version, rename = excluded.rename, defaults = excluded.defaults,
-			remove = excluded.remove, fn = NULL;
 EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
@@ -1151,6 +1155,12 @@ BEGIN
 	  INTO signature
 	  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
 	 WHERE p.oid OPERATOR(pg_catalog.=) register_upcaster.fn::pg_catalog.oid;
+	-- recorded first: a router that cannot write (a standby) changes no node
+	INSERT INTO ledger_router.upcasters AS u (streams, from_version, to_version, rename, defaults, remove, fn)
+	VALUES (register_upcaster.streams, register_upcaster.from_version, register_upcaster.to_version,
+			NULL, NULL, NULL, signature)
+	ON CONFLICT ON CONSTRAINT upcasters_pkey DO UPDATE
+		SET to_version = excluded.to_version, rename = NULL, defaults = NULL, remove = NULL, fn = excluded.fn;
 	FOR part IN SELECT n.partition FROM ledger_router.nodes n ORDER BY n.partition
 	LOOP
 		PERFORM ledger_router.arm();
@@ -1159,11 +1169,6 @@ BEGIN
 	END LOOP;
 	part := NULL;
 	PERFORM ledger_router.disarm();
-	INSERT INTO ledger_router.upcasters AS u (streams, from_version, to_version, rename, defaults, remove, fn)
-	VALUES (register_upcaster.streams, register_upcaster.from_version, register_upcaster.to_version,
-			NULL, NULL, NULL, signature)
-	ON CONFLICT ON CONSTRAINT upcasters_pkey DO UPDATE
-		SET to_version = excluded.to_version, rename = NULL, defaults = NULL, remove = NULL, fn = excluded.fn;
 EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
@@ -1187,6 +1192,10 @@ BEGIN
 	IF NOT EXISTS (SELECT 1 FROM ledger_router.nodes) THEN
 		PERFORM ledger_router.no_nodes();
 	END IF;
+	-- recorded first: a router that cannot write (a standby) changes no node
+	DELETE FROM ledger_router.upcasters u
+	 WHERE u.streams OPERATOR(pg_catalog.=) drop_upcaster.streams
+	   AND u.from_version OPERATOR(pg_catalog.=) drop_upcaster.from_version;
 	FOR part IN SELECT n.partition FROM ledger_router.nodes n ORDER BY n.partition
 	LOOP
 		PERFORM ledger_router.arm();
@@ -1194,9 +1203,6 @@ BEGIN
 	END LOOP;
 	part := NULL;
 	PERFORM ledger_router.disarm();
-	DELETE FROM ledger_router.upcasters u
-	 WHERE u.streams OPERATOR(pg_catalog.=) drop_upcaster.streams
-	   AND u.from_version OPERATOR(pg_catalog.=) drop_upcaster.from_version;
 EXCEPTION WHEN OTHERS OR query_canceled THEN
 	GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 		e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;

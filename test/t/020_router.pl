@@ -13,6 +13,7 @@
 #	    a moving slot refuses writes; pins that would lose a stream are
 #	    refused; a joining node must be empty and numbered as it says;
 #	  - pg_dump/pg_restore keeps a node's identity and a router's nodes;
+#	  - a hot standby of the router routes calls;
 #	  - a node that is down, or that hangs, gives an error naming it
 #	    at once or within ledger_router.call_timeout; a read's wait
 #	    extends that deadline.
@@ -49,7 +50,7 @@ CREATE FUNCTION public.add_v2(p jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
 }
 
 my $router = PostgreSQL::Test::Cluster->new('router');
-$router->init;
+$router->init(allows_streaming => 1);
 $router->append_conf('postgresql.conf', "max_connections = 40\n");
 $router->start;
 $router->safe_psql('postgres', 'CREATE DATABASE router');
@@ -435,6 +436,24 @@ is($nodes[0]->safe_psql('copy', q{SELECT node || ',' || node_bits FROM ledger.no
 my $maxid = $nodes[0]->safe_psql('copy', q{SELECT max(id) FROM ledger.entries});
 my $next = $nodes[0]->safe_psql('copy', q{SELECT ledger.append('after-restore', '{}')});
 ok($next > $maxid && $next % 1024 == 1, "the restored node's next id ($next) is above $maxid and carries its number");
+
+# --- a second router: a hot standby of the first -------------------------
+
+$router->backup('router_backup');
+my $standby = PostgreSQL::Test::Cluster->new('router_standby');
+$standby->init_from_backup($router, 'router_backup', has_streaming => 1);
+$standby->start;
+$router->wait_for_catchup($standby);
+my $on_standby = $standby->safe_psql('router', q{SELECT ledger.append('orders-5', '{"via": "standby"}')});
+ok($on_standby > 0, 'a hot-standby router routes appends');
+is($standby->safe_psql('router', qq{SELECT payload->>'via' FROM ledger.read('orders-5', after => $on_standby - 1)}),
+	'standby', 'and reads');
+my ($src, $sout, $serr) = ('', '', '');
+$src = $standby->psql('router', q{SELECT ledger.set_schema_version('standby-*', 2)}, stderr => \$serr);
+like($serr, qr/read-only transaction/, 'configuration changes go to the router primary');
+is($nodes[0]->safe_psql('postgres', q{SELECT count(*) FROM ledger.stream_settings WHERE pattern = 'standby-*'}),
+	'0', 'and a refused one changes no node');
+$standby->stop;
 
 # --- a node down, a node that hangs --------------------------------------
 
