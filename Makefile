@@ -1,6 +1,6 @@
 # ledger — an append-only log server inside PostgreSQL (PGXS build)
 
-# ledger_router (SQL only) is a router database's extension for a ledger
+# ledger_router (SQL, and src/ledger_router.c) is a router database's extension for a ledger
 # sharded by stream across nodes, through PL/Proxy.
 EXTENSION = ledger ledger_router
 EXTVERSION = 0.2.0
@@ -8,31 +8,39 @@ EXTVERSION = 0.2.0
 MODULE_big = ledger
 OBJS = \
 	src/ledger.o \
+	src/shmem.o \
+	src/xact.o \
 	src/validate.o \
 	src/pattern.o \
+	src/owner.o \
 	src/spi_plan.o \
 	src/stream.o \
 	src/append.o \
 	src/read.o \
+	src/stat.o \
+	src/side_data.o \
 	src/retention.o \
 	src/upcast.o \
 	src/horizon.o \
 	src/wait.o \
 	src/guard.o \
 	src/health.o \
+	src/launcher.o \
 	src/worker.o \
+	src/export.o \
 	src/sink_admin.o \
 	src/decoder.o \
 	src/sink_sqlite.o \
 	src/sink_mongo.o
 
-# Every extension's scripts: sql/<extension>--<version>[--<version>].sql
-# ledger_router's deadline for calls to nodes (its only C)
+# ledger_router's C: stream slots and a deadline for calls to nodes
 MODULES = src/ledger_router
 
-DATA = $(foreach ext,$(EXTENSION),$(wildcard sql/$(ext)--*.sql))
+# Every extension's scripts, sql/<extension>--<version>[--<version>].sql, and
+# the control file of ledger 0.1.0 (whose schema option differs)
+DATA = $(foreach ext,$(EXTENSION),$(wildcard sql/$(ext)--*.sql)) ledger--0.1.0.control
 
-PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libmongoc-1.0 sqlite3)
+PG_CPPFLAGS = -I$(srcdir)/src -DLEDGER_VERSION='"$(EXTVERSION)"' $(shell pkg-config --cflags libmongoc-1.0 sqlite3)
 SHLIB_LINK = $(shell pkg-config --libs libmongoc-1.0 sqlite3)
 
 # Every sql/*.sql except the extension scripts is a regression test.

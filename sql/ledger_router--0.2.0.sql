@@ -109,7 +109,7 @@ CREATE TABLE ledger_router.nodes (
 	added_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	CONSTRAINT nodes_pkey PRIMARY KEY (node),
 	CONSTRAINT nodes_name_key UNIQUE (name),
-	CONSTRAINT nodes_node_check CHECK (node >= 0)
+	CONSTRAINT nodes_node_check CHECK (node OPERATOR(pg_catalog.>=) 0)
 );
 COMMENT ON TABLE ledger_router.nodes IS 'The nodes of this router; change them with ledger_router.add_node/drop_node';
 
@@ -120,7 +120,7 @@ CREATE TABLE ledger_router.slots (
 	node		integer NOT NULL,
 	moving_to	integer,
 	CONSTRAINT slots_pkey PRIMARY KEY (slot),
-	CONSTRAINT slots_slot_check CHECK (slot >= 0 AND slot < 4096)
+	CONSTRAINT slots_slot_check CHECK (slot OPERATOR(pg_catalog.>=) 0 AND slot OPERATOR(pg_catalog.<) 4096)
 );
 CREATE INDEX slots_node_idx ON ledger_router.slots (node);
 COMMENT ON TABLE ledger_router.slots IS 'Which node owns each of the 4096 slots that stream names hash into';
@@ -367,6 +367,10 @@ BEGIN
 			names := names OPERATOR(pg_catalog.||) pg_catalog.format('"%s"', r.name);
 		END;
 	END LOOP;
+	-- every node answers now: the failure was passing
+	IF pg_catalog.cardinality(names) OPERATOR(pg_catalog.=) 0 THEN
+		RETURN '(none now)';
+	END IF;
 	RETURN pg_catalog.array_to_string(names, ', ');
 END
 $unreachable$;
@@ -389,7 +393,7 @@ BEGIN
 	IF state OPERATOR(pg_catalog.=) '57014' AND timed_out THEN
 		state := '08006';
 		message := pg_catalog.format('ledger router: node %s did not answer within ledger_router.call_timeout (%s)',
-									 COALESCE(ledger_router.unreachable(part), '(unknown)'),
+									 ledger_router.unreachable(part),
 									 pg_catalog.current_setting('ledger_router.call_timeout'));
 		detail := 'The node accepts connections or holds one open, but does not answer.';
 		hint := 'Check the node; raise ledger_router.call_timeout if it is only slow.';
@@ -402,8 +406,7 @@ BEGIN
 		state := '08006';
 		detail := 'PL/Proxy: ' OPERATOR(pg_catalog.||)
 			pg_catalog.regexp_replace(message, '^PL/Proxy function \S+: (\[[^]]*\] )?', '');
-		message := pg_catalog.format('ledger router: node %s cannot be reached',
-									 COALESCE(NULLIF(ledger_router.unreachable(part), ''), '(unknown)'));
+		message := pg_catalog.format('ledger router: node %s cannot be reached', ledger_router.unreachable(part));
 		hint := 'Check that the node runs and accepts connections from the router; ledger_router.nodes holds its connection string.';
 	END IF;
 	IF detail OPERATOR(pg_catalog.<>) '' AND hint OPERATOR(pg_catalog.<>) '' THEN
