@@ -22,6 +22,7 @@ OBJS = \
 	src/retention.o \
 	src/upcast.o \
 	src/horizon.o \
+	src/standby.o \
 	src/wait.o \
 	src/guard.o \
 	src/health.o \

@@ -2,12 +2,14 @@
  *
  * src/health.c
  *		health(): one row per check, with ok and a human-readable detail:
- *		preload, the read_all horizon, the background worker, the sinks.
+ *		preload, the read_all horizon, the background worker, the sinks --
+ *		on a hot standby, the horizon replayed from the primary instead.
  *
  *-------------------------------------------------------------------------
  */
 #include "ledger.h"
 
+#include "access/xlog.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -118,6 +120,36 @@ sinks_check(ReturnSetInfo *rsinfo)
 	SPI_finish();
 }
 
+/*
+ * On a hot standby: the horizon the primary's records brought, and how far
+ * behind it is; the worker runs on the primary (here after promotion).
+ */
+static void
+standby_checks(ReturnSetInfo *rsinfo)
+{
+	int64		horizon;
+	XLogRecPtr	lsn;
+	TimestampTz primary_at;
+	TimestampTz replayed_at;
+
+	if (ledger_standby_status(&horizon, &lsn, &primary_at, &replayed_at))
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		add_check(rsinfo, "read_all_horizon", true,
+				  psprintf("hot standby: read_all returns ids below " INT64_FORMAT
+						   ", as of the primary's horizon record at %X/%X, logged %s; replayed %ld ms after it was logged, %ld ms ago",
+						   horizon, LSN_FORMAT_ARGS(lsn), timestamptz_to_str(primary_at),
+						   (long) (TimestampDifferenceMilliseconds(primary_at, replayed_at)),
+						   (long) (TimestampDifferenceMilliseconds(replayed_at, now))));
+	}
+	else
+		add_check(rsinfo, "read_all_horizon", false,
+				  "hot standby: no horizon record of the primary replayed for this database since the standby started; read_all returns nothing until the primary's next append");
+	add_check(rsinfo, "worker", true,
+			  "hot standby: the ledger worker runs on the primary; here it starts after promotion");
+}
+
 Datum
 ledger_health(PG_FUNCTION_ARGS)
 {
@@ -129,6 +161,13 @@ ledger_health(PG_FUNCTION_ARGS)
 			  ledger_loaded_via_preload ?
 			  "ledger is in shared_preload_libraries" :
 			  "ledger is not in shared_preload_libraries: read/read_all with wait, the background worker and sinks are unavailable");
+
+	if (ledger_loaded_via_preload && RecoveryInProgress())
+	{
+		standby_checks(rsinfo);
+		sinks_check(rsinfo);
+		return (Datum) 0;
+	}
 
 	if (ledger_loaded_via_preload)
 	{

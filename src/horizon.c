@@ -28,10 +28,21 @@
  * Prepared transactions would keep their floor after the backend moves on,
  * so PREPARE TRANSACTION after an append is refused.
  *
+ * Hot standbys (standby.c) get the horizon from a WAL record the primary
+ * logs after each transaction that drew ids.  Its value is computed here:
+ * at PRE_COMMIT, while catalog access is still allowed, as min(L + 1, the
+ * floors of the other transactions) -- every id below it is settled, or is
+ * ours and settled by our commit, whose record precedes the horizon's.  If
+ * the transaction aborts instead, the sequence can no longer be read, so
+ * the drawn ids that backends published in their slots stand in for L:
+ * each one was handed out before it was published, and the same ordering
+ * argument as above holds with "the largest drawn id seen" for L.
+ *
  *-------------------------------------------------------------------------
  */
 #include "ledger.h"
 
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
@@ -40,6 +51,7 @@
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "shmem.h"
 
 /* field4 of our advisory lock tags; pg_advisory_* use 1 and 2 */
@@ -47,6 +59,9 @@
 
 /* The floor this backend's open transaction published, 0 if none. */
 static int64 xact_floor = 0;
+
+/* The horizon its standby record will carry if it commits, 0 if unknown. */
+static int64 commit_horizon = 0;
 
 /* last_value of ledger.entries_id_seq, 0 before its first nextval */
 static int64
@@ -144,12 +159,18 @@ lowest_locked_floor(void)
 }
 
 /*
- * The exclusive upper bound of ids that read_all may return now.
+ * The exclusive upper bound of ids that read_all may return now.  On a hot
+ * standby: the horizon the primary's records have brought.
  */
 int64
 ledger_horizon(void)
 {
-	int64		horizon = sequence_last_value() + 1;
+	int64		horizon;
+
+	if (RecoveryInProgress())
+		return ledger_standby_horizon();
+
+	horizon = sequence_last_value() + 1;
 
 	pg_memory_barrier();
 	if (ledger_shared != NULL)
@@ -209,6 +230,108 @@ ledger_horizon_oldest(int *pid, TimestampTz *since, int64 *floor_id)
 		}
 	}
 	return found;
+}
+
+/* The lowest floor of another backend of this database, PG_INT64_MAX if none. */
+static int64
+lowest_other_floor(void)
+{
+	int64		lowest = PG_INT64_MAX;
+	int			me = ledger_my_procno();
+	int			i;
+
+	pg_memory_barrier();
+	for (i = 0; i < ledger_shared->nslots; i++)
+	{
+		LedgerProcSlot *slot = &ledger_shared->slots[i];
+		uint64		floor = pg_atomic_read_u64(&slot->floor);
+
+		if (floor == 0 || i == me)
+			continue;
+		pg_read_barrier();
+		if (slot->floor_dboid == MyDatabaseId && (int64) floor < lowest)
+			lowest = (int64) floor;
+	}
+	return lowest;
+}
+
+/*
+ * A slot's drawn id if it belongs to this database, else 0.  Its writer
+ * zeroes it before changing the database, so a value read the same before
+ * and after the database cannot be another database's.
+ */
+static int64
+read_drawn(LedgerProcSlot *slot)
+{
+	uint64		before = pg_atomic_read_u64(&slot->drawn);
+	Oid			dboid;
+
+	if (before == 0)
+		return 0;
+	pg_read_barrier();
+	dboid = slot->drawn_dboid;
+	pg_read_barrier();
+	if (dboid != MyDatabaseId || pg_atomic_read_u64(&slot->drawn) != before)
+		return 0;
+	return (int64) before;
+}
+
+/*
+ * PRE_COMMIT of a transaction that drew ids: work out the horizon of its
+ * standby record (see the header comment), and publish the sequence's
+ * last value as an id drawn in this database.
+ */
+void
+ledger_horizon_pre_commit(void)
+{
+	LedgerProcSlot *slot;
+	int64		last;
+
+	commit_horizon = 0;
+	if (xact_floor == 0 || ledger_shared == NULL || !XLogStandbyInfoActive())
+		return;
+	last = sequence_last_value();
+	slot = ledger_my_slot();
+	if (slot->drawn_dboid != MyDatabaseId)
+	{
+		/* a slot of another database's backend before us: see read_drawn() */
+		pg_atomic_write_u64(&slot->drawn, 0);
+		pg_write_barrier();
+		slot->drawn_dboid = MyDatabaseId;
+		pg_write_barrier();
+	}
+	pg_atomic_write_u64(&slot->drawn, (uint64) last);
+	/* last is read before the floors, as in ledger_horizon() */
+	commit_horizon = Min(last + 1, lowest_other_floor());
+}
+
+/*
+ * After a transaction that drew ids ended and withdrew its floor: the
+ * horizon its standby record carries.  Shared memory only, so that it is
+ * safe in an aborting transaction.
+ */
+int64
+ledger_horizon_settled(bool committed)
+{
+	int64		horizon = commit_horizon;
+
+	commit_horizon = 0;
+	if (!committed || horizon == 0)
+	{
+		int64		drawn = 0;
+		int			i;
+
+		for (i = 0; i < ledger_shared->nslots; i++)
+		{
+			int64		id = read_drawn(&ledger_shared->slots[i]);
+
+			if (id > drawn)
+				drawn = id;
+		}
+		/* the drawn ids are read before the floors */
+		horizon = Min(drawn + 1, lowest_other_floor());
+	}
+	return horizon;
 }
 
 /* PREPARE TRANSACTION would keep the floor published without a backend. */

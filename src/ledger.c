@@ -102,6 +102,7 @@ _PG_init(void)
 	ledger_loaded_via_preload = true;
 	trust_as_output_plugin();
 	ledger_shmem_init();
+	ledger_standby_init();
 	ledger_launcher_init();
 	ledger_register_launcher();
 }

@@ -10,6 +10,7 @@
 
 #include "postgres.h"
 
+#include "access/xlogdefs.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "nodes/execnodes.h"
@@ -168,7 +169,9 @@ extern void ledger_horizon_before_id(void);
 extern int64 ledger_horizon(void);
 extern bool ledger_horizon_oldest(int *pid, TimestampTz *since, int64 *floor_id);
 extern void ledger_horizon_check_prepare(void);
+extern void ledger_horizon_pre_commit(void);
 extern bool ledger_horizon_release(void);
+extern int64 ledger_horizon_settled(bool committed);
 
 /* wait.c: blocking reads woken on commit */
 extern void ledger_wait_note_append(int32 stream_id);
@@ -181,6 +184,16 @@ extern uint64 ledger_wait_wakeups(void);
 extern void ledger_wait_poke(int procno);
 extern void ledger_wait_xact_commit(bool horizon_moved);
 extern void ledger_wait_xact_abort(bool top, bool horizon_moved);
+extern int	ledger_wait_noted_streams(const int32 **streams);
+extern void ledger_wait_wake_replayed(Oid dboid, const int32 *streams, int nstreams,
+									  bool horizon_moved);
+
+/* standby.c: the horizon on hot standbys, through ledger's WAL records */
+extern void ledger_standby_init(void);
+extern void ledger_standby_xact_end(bool committed);
+extern int64 ledger_standby_horizon(void);
+extern bool ledger_standby_status(int64 *horizon, XLogRecPtr *lsn, TimestampTz *primary_at,
+								  TimestampTz *replayed_at);
 
 /* xact.c: the one transaction callback */
 extern void ledger_xact_init(void);

@@ -62,6 +62,17 @@ ledger_shmem_startup(void)
 		ledger_shared->registry_lock = &(GetNamedLWLockTranche("ledger registry"))->lock;
 		ledger_shared->launcher_procno = -1;
 		memset(ledger_shared->workers, 0, sizeof(ledger_shared->workers));
+		for (i = 0; i < LEDGER_MAX_STANDBY_DBS; i++)
+		{
+			LedgerStandbyDb *db = &ledger_shared->standby[i];
+
+			pg_atomic_init_u32(&db->dboid, InvalidOid);
+			pg_atomic_init_u64(&db->horizon, 0);
+			SpinLockInit(&db->mutex);
+			db->lsn = InvalidXLogRecPtr;
+			db->primary_at = 0;
+			db->replayed_at = 0;
+		}
 		ledger_shared->nslots = slot_count();
 		pg_atomic_init_u32(&ledger_shared->nwaiters, 0);
 		for (i = 0; i < ledger_shared->nslots; i++)
@@ -77,6 +88,8 @@ ledger_shmem_startup(void)
 			slot->wait_pid = 0;
 			slot->wait_stream = 0;
 			pg_atomic_init_u64(&slot->wakeups, 0);
+			pg_atomic_init_u64(&slot->drawn, 0);
+			slot->drawn_dboid = InvalidOid;
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);

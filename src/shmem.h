@@ -2,8 +2,9 @@
  *
  * src/shmem.h
  *		Layout of ledger's shared memory.  shmem.c allocates it; each part
- *		is used by one file only: the proc slots' floor by horizon.c, their
- *		wait fields by wait.c, the worker registry by launcher.c.
+ *		is used by one file only: the proc slots' floor and drawn id by
+ *		horizon.c, their wait fields by wait.c, the standby horizons by
+ *		standby.c, the worker registry by launcher.c.
  *
  * Proc slots: one LedgerProcSlot per PGPROC, indexed by proc number, so a
  * backend finds its own slot without a lock and a committer can set a
@@ -13,6 +14,16 @@
  * clears its slot when it exits (wait.c registers the exit callback), and a
  * reader also checks that the slot's pid is still the proc's, so a slot of
  * a backend that is gone never counts.
+ *
+ * A slot's "drawn" (horizon.c) is an id its backend saw the sequence hand
+ * out, with the database it belongs to; it outlives the backend, which is
+ * harmless, since it only ever names an id that was drawn.
+ *
+ * Standby horizons (standby.c): one LedgerStandbyDb per database whose
+ * horizon records a hot standby has replayed.  Only the startup process
+ * writes them: it claims an entry by setting dboid (once), raises horizon
+ * (an atomic, read without a lock) and updates the times under the
+ * entry's spinlock, which readers take to copy them.
  *
  * Worker registry: one LedgerDbWorker per database that wants a background
  * worker, protected by the LWLock "ledger registry" (LW_EXCLUSIVE to change
@@ -24,9 +35,11 @@
 #ifndef LEDGER_SHMEM_H
 #define LEDGER_SHMEM_H
 
+#include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "port/atomics.h"
 #include "storage/lwlock.h"
+#include "storage/spin.h"
 
 typedef struct LedgerProcSlot
 {
@@ -42,7 +55,24 @@ typedef struct LedgerProcSlot
 	int			wait_pid;
 	int32		wait_stream;	/* 0 = any commit in the database */
 	pg_atomic_uint64 wakeups;	/* bumped by every committer that woke us */
+
+	/* the last id this backend saw drawn (horizon.c), 0 if none */
+	pg_atomic_uint64 drawn;
+	Oid			drawn_dboid;
 } LedgerProcSlot;
+
+/* At most this many databases have a horizon on a hot standby. */
+#define LEDGER_MAX_STANDBY_DBS 64
+
+typedef struct LedgerStandbyDb
+{
+	pg_atomic_uint32 dboid;		/* 0 = free; set once */
+	pg_atomic_uint64 horizon;	/* ids below it are settled and replayed */
+	slock_t		mutex;			/* protects the fields below */
+	XLogRecPtr	lsn;			/* end of the record that set horizon */
+	TimestampTz primary_at;		/* when the primary logged it */
+	TimestampTz replayed_at;	/* when this standby replayed it */
+} LedgerStandbyDb;
 
 /* At most this many databases get a background worker. */
 #define LEDGER_MAX_DB_WORKERS 64
@@ -72,6 +102,8 @@ typedef struct LedgerShared
 	LWLock	   *registry_lock;
 	int			launcher_procno;	/* -1 while no launcher runs */
 	LedgerDbWorker workers[LEDGER_MAX_DB_WORKERS];
+
+	LedgerStandbyDb standby[LEDGER_MAX_STANDBY_DBS];
 
 	int			nslots;
 	pg_atomic_uint32 nwaiters;	/* lets committers skip the slot scan */

@@ -25,6 +25,11 @@
  * Every wake-up bumps the slot's wakeups counter, so the background worker
  * can tell a wake-up from a timeout and skip a pass when nothing happened.
  *
+ * On a hot standby the primary's committers are not here: the startup
+ * process wakes the waiters when it replays the horizon record that the
+ * primary logs after each such commit (standby.c), which lies after the
+ * commit record, so again the woken reader's snapshot sees the commit.
+ *
  *-------------------------------------------------------------------------
  */
 #include "ledger.h"
@@ -178,12 +183,12 @@ ledger_wait_poke(int procno)
 }
 
 /*
- * Wake the waiters of this database on the streams noted by
- * ledger_wait_note_append(), and with horizon_moved also the database-wide
- * waiters.
+ * Wake the waiters of a database on the given streams (every_stream: on
+ * any stream), and with horizon_moved also the database-wide waiters.
  */
 static void
-wake_waiters(bool horizon_moved)
+wake_waiters(Oid dboid, const int32 *streams, int nstreams, bool every_stream,
+			 bool horizon_moved)
 {
 	int			i,
 				j;
@@ -199,21 +204,46 @@ wake_waiters(bool horizon_moved)
 		if (pg_atomic_read_u32(&slot->waiting) == 0)
 			continue;
 		pg_read_barrier();
-		if (slot->wait_dboid != MyDatabaseId ||
+		if (slot->wait_dboid != dboid ||
 			slot->wait_pid != ledger_proc_by_number(i)->pid)
 			continue;
 		if (slot->wait_stream == 0)
 			wake = horizon_moved;
-		else if (wake_every_stream)
+		else if (every_stream)
 			wake = true;
 		else
 		{
-			for (j = 0; j < wake_nstreams && !wake; j++)
-				wake = (wake_streams[j] == slot->wait_stream);
+			for (j = 0; j < nstreams && !wake; j++)
+				wake = (streams[j] == slot->wait_stream);
 		}
 		if (wake)
 			ledger_wait_poke(i);
 	}
+}
+
+/*
+ * The streams this transaction appended to, for its standby record: their
+ * number, or -1 when there were too many to list (wake every stream).
+ */
+int
+ledger_wait_noted_streams(const int32 **streams)
+{
+	*streams = wake_streams;
+	return wake_every_stream ? -1 : wake_nstreams;
+}
+
+/*
+ * On a hot standby (standby.c, in the startup process): a transaction of
+ * the primary that appended to these streams (nstreams -1: to too many to
+ * list) is replayed; wake their waiters, and the database-wide ones when
+ * the horizon moved.
+ */
+void
+ledger_wait_wake_replayed(Oid dboid, const int32 *streams, int nstreams,
+						  bool horizon_moved)
+{
+	if (ledger_shared != NULL)
+		wake_waiters(dboid, streams, Max(nstreams, 0), nstreams < 0, horizon_moved);
 }
 
 /* xact.c: the transaction committed, and its commit is visible. */
@@ -221,7 +251,7 @@ void
 ledger_wait_xact_commit(bool horizon_moved)
 {
 	if (ledger_shared != NULL && (horizon_moved || wake_nstreams > 0 || wake_every_stream))
-		wake_waiters(horizon_moved);
+		wake_waiters(MyDatabaseId, wake_streams, wake_nstreams, wake_every_stream, horizon_moved);
 	wake_nstreams = 0;
 	wake_every_stream = false;
 }
@@ -237,5 +267,5 @@ ledger_wait_xact_abort(bool top, bool horizon_moved)
 	wake_nstreams = 0;
 	wake_every_stream = false;
 	if (ledger_shared != NULL && horizon_moved)
-		wake_waiters(true);
+		wake_waiters(MyDatabaseId, NULL, 0, false, true);
 }

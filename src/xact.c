@@ -5,12 +5,15 @@
  *		the end of a transaction reaches the other parts:
  *
  *		PRE_PREPARE:	horizon refuses to prepare a transaction holding a floor
- *		COMMIT:			guard closes; horizon withdraws the floor; wait wakes
- *						the waiters of what committed; launcher acts on a
- *						worker request made by the transaction
+ *		PRE_COMMIT:		horizon works out the horizon for standbys
+ *		COMMIT:			guard closes; horizon withdraws the floor; standby
+ *						logs the horizon record; wait wakes the waiters of
+ *						what committed; launcher acts on a worker request
+ *						made by the transaction
  *		ABORT:			guard closes; wait drops the registration; horizon
- *						withdraws the floor; wait wakes read_all waiters if
- *						it moved; launcher forgets the request
+ *						withdraws the floor; standby logs the horizon
+ *						record; wait wakes read_all waiters if it moved;
+ *						launcher forgets the request
  *		SUBXACT ABORT:	guard closes; wait drops the registration (a
  *						read(wait) cancelled inside a savepoint)
  *
@@ -36,10 +39,15 @@ ledger_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PRE_PREPARE:
 			ledger_horizon_check_prepare();
 			break;
+		case XACT_EVENT_PRE_COMMIT:
+			ledger_horizon_pre_commit();
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			ledger_entries_writable(false);
 			horizon_moved = ledger_horizon_release();
+			if (horizon_moved)
+				ledger_standby_xact_end(true);
 			ledger_wait_xact_commit(horizon_moved);
 			ledger_launcher_xact_commit();
 			break;
@@ -47,6 +55,8 @@ ledger_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 			ledger_entries_writable(false);
 			horizon_moved = ledger_horizon_release();
+			if (horizon_moved)
+				ledger_standby_xact_end(false);
 			ledger_wait_xact_abort(true, horizon_moved);
 			ledger_launcher_xact_abort();
 			break;
