@@ -29,10 +29,14 @@
  * itself.  Nothing is logged below wal_level = replica.
  *
  * The standby horizons live in shared memory (shmem.h), written only by
- * the startup process.  A standby that restarts knows no horizon until the
- * primary's next record for the database (read_all returns nothing until
- * then); a standby must preload ledger, since replay of these records needs
- * the resource manager.
+ * the startup process, which also saves them, at most once a second and
+ * when it exits, to the file pg_ledger_standby_horizons in the data
+ * directory, each with the position of its record.  A restarted standby has none in memory until the
+ * primary's next record; until then a backend reads the file and uses a
+ * saved horizon once replay has passed its record again (on the same
+ * timeline), so a restart does not stall read_all on an idle primary.
+ * A standby must preload ledger: replaying these records needs the
+ * resource manager.
  *
  *-------------------------------------------------------------------------
  */
@@ -43,9 +47,12 @@
 #include "access/xlog_internal.h"
 #include "access/xloginsert.h"
 #include "access/xlogreader.h"
+#include "access/xlogrecovery.h"
 #include "miscadmin.h"
 #include "replication/walsender.h"
 #include "replication/walsender_private.h"
+#include "storage/fd.h"
+#include "storage/ipc.h"
 #include "storage/spin.h"
 #include "utils/timestamp.h"
 
@@ -69,6 +76,21 @@ typedef struct xl_ledger_horizon
 } xl_ledger_horizon;
 
 #define SizeOfLedgerHorizon offsetof(xl_ledger_horizon, streams)
+
+/* The startup process's copy of the standby horizons, and its entries. */
+#define LEDGER_STANDBY_FILE "pg_ledger_standby_horizons"
+
+typedef struct SavedHorizon
+{
+	Oid			dboid;
+	TimeLineID	tli;
+	XLogRecPtr	lsn;
+	int64		horizon;
+} SavedHorizon;
+
+/* startup process only */
+static TimestampTz last_saved_at = 0;
+static bool save_at_exit = false;
 
 /* Does any walsender run (a standby, or a logical consumer, may wait)? */
 static bool
@@ -159,6 +181,86 @@ standby_db(Oid dboid, bool claim)
 }
 
 /*
+ * Startup process, after a redo: write every database's horizon and the
+ * end of its record to the file, through a temporary file and a rename so
+ * that a reader never sees half of it.  Not fsynced: a lost or old file
+ * only means a restarted standby waits for the primary's next record.
+ */
+static void
+save_horizons(void)
+{
+	SavedHorizon saved[LEDGER_MAX_STANDBY_DBS];
+	TimeLineID	tli;
+	int			n = 0;
+	int			i;
+	int			fd;
+	bool		ok;
+
+	(void) GetXLogReplayRecPtr(&tli);
+	for (i = 0; i < LEDGER_MAX_STANDBY_DBS; i++)
+	{
+		LedgerStandbyDb *db = &ledger_shared->standby[i];
+		Oid			dboid = pg_atomic_read_u32(&db->dboid);
+
+		if (dboid == InvalidOid)
+			continue;
+		saved[n].dboid = dboid;
+		saved[n].tli = tli;
+		saved[n].horizon = (int64) pg_atomic_read_u64(&db->horizon);
+		SpinLockAcquire(&db->mutex);
+		saved[n].lsn = db->lsn;
+		SpinLockRelease(&db->mutex);
+		n++;
+	}
+	fd = OpenTransientFile(LEDGER_STANDBY_FILE ".tmp", O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+	if (fd < 0)
+	{
+		elog(LOG, "ledger: could not write \"%s\": %m", LEDGER_STANDBY_FILE ".tmp");
+		return;
+	}
+	ok = (write(fd, saved, n * sizeof(SavedHorizon)) == (ssize_t) (n * sizeof(SavedHorizon)));
+	if (CloseTransientFile(fd) != 0)
+		ok = false;
+	if (!ok || rename(LEDGER_STANDBY_FILE ".tmp", LEDGER_STANDBY_FILE) != 0)
+		elog(LOG, "ledger: could not write \"%s\": %m", LEDGER_STANDBY_FILE);
+}
+
+static void
+save_horizons_at_exit(int code, Datum arg)
+{
+	save_horizons();
+}
+
+/*
+ * A backend on a standby that has replayed no record for its database
+ * since it started: the saved horizon, if replay has passed its record on
+ * the same timeline; else 0.
+ */
+static int64
+saved_horizon(Oid dboid)
+{
+	SavedHorizon saved[LEDGER_MAX_STANDBY_DBS];
+	TimeLineID	replay_tli;
+	XLogRecPtr	replayed = GetXLogReplayRecPtr(&replay_tli);
+	int64		horizon = 0;
+	ssize_t		len;
+	int			fd;
+	int			i;
+
+	fd = OpenTransientFile(LEDGER_STANDBY_FILE, O_RDONLY | PG_BINARY);
+	if (fd < 0)
+		return 0;
+	len = read(fd, saved, sizeof(saved));
+	CloseTransientFile(fd);
+	for (i = 0; len > 0 && i < len / (ssize_t) sizeof(SavedHorizon); i++)
+	{
+		if (saved[i].dboid == dboid && saved[i].tli == replay_tli && saved[i].lsn <= replayed)
+			horizon = saved[i].horizon;
+	}
+	return horizon;
+}
+
+/*
  * read_all's horizon on a hot standby: ids below it are settled on the
  * primary and replayed here.  1 (nothing) until a record has been replayed.
  */
@@ -166,7 +268,7 @@ int64
 ledger_standby_horizon(void)
 {
 	LedgerStandbyDb *db = standby_db(MyDatabaseId, false);
-	int64		horizon = db ? (int64) pg_atomic_read_u64(&db->horizon) : 0;
+	int64		horizon = db ? (int64) pg_atomic_read_u64(&db->horizon) : saved_horizon(MyDatabaseId);
 
 	/* the snapshot read_all takes next must see what the horizon admits */
 	pg_memory_barrier();
@@ -224,6 +326,17 @@ ledger_rmgr_redo(XLogReaderState *record)
 	/* the horizon before the wake-up, so that a woken read_all finds it moved */
 	pg_memory_barrier();
 	ledger_wait_wake_replayed(rec->dboid, rec->streams, rec->nstreams, moved);
+
+	if (!save_at_exit)
+	{
+		before_shmem_exit(save_horizons_at_exit, (Datum) 0);
+		save_at_exit = true;
+	}
+	if (moved && TimestampDifferenceExceeds(last_saved_at, GetCurrentTimestamp(), 1000))
+	{
+		save_horizons();
+		last_saved_at = GetCurrentTimestamp();
+	}
 }
 
 static void

@@ -7,6 +7,7 @@
 #	  - a read_all consumer on the standby, while 4 sessions append on the
 #	    primary, misses and repeats no id;
 #	  - a standby read(wait) returns within 100 ms of the entry's replay;
+#	  - a restarted standby keeps its horizon while the primary is idle;
 #	  - health() on the standby reports the replayed horizon, not a missing
 #	    worker; writes fail with 25006;
 #	  - after promotion appends continue gapless and the worker takes over.
@@ -74,6 +75,14 @@ $standby->poll_query_until('postgres',
 	"SELECT string_agg(id::text, ',' ORDER BY id) = '$id_b2' FROM ledger.read_all(after => $id_b)")
   or die 'the standby never returned B2';
 pass("after A rolls back, read_all on the standby returns $id_b2");
+
+# --- a restarted standby keeps its horizon, the primary idle ---------------
+
+my $all = q{SELECT string_agg(id::text, ',' ORDER BY id) FROM ledger.read_all(0, 1000)};
+my $before_restart = on_standby($all);
+$standby->restart;
+$primary->wait_for_catchup($standby);
+is(on_standby($all), $before_restart, 'a restarted standby returns what it returned before, with no new record');
 
 # --- health and writes on the standby --------------------------------------
 
