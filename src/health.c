@@ -132,7 +132,15 @@ standby_checks(ReturnSetInfo *rsinfo)
 	TimestampTz primary_at;
 	TimestampTz replayed_at;
 
-	if (ledger_standby_status(&horizon, &lsn, &primary_at, &replayed_at))
+	if (!ledger_standby_status(&horizon, &lsn, &primary_at, &replayed_at))
+		add_check(rsinfo, "read_all_horizon", false,
+				  "hot standby: no horizon record of the primary replayed for this database; read_all returns nothing until the primary's next append");
+	else if (primary_at == 0)
+		add_check(rsinfo, "read_all_horizon", true,
+				  psprintf("hot standby: read_all returns ids below " INT64_FORMAT
+						   ", as of the primary's horizon record at %X/%X, saved before this standby restarted; none replayed since",
+						   horizon, LSN_FORMAT_ARGS(lsn)));
+	else
 	{
 		TimestampTz now = GetCurrentTimestamp();
 
@@ -143,9 +151,6 @@ standby_checks(ReturnSetInfo *rsinfo)
 						   (long) (TimestampDifferenceMilliseconds(primary_at, replayed_at)),
 						   (long) (TimestampDifferenceMilliseconds(replayed_at, now))));
 	}
-	else
-		add_check(rsinfo, "read_all_horizon", false,
-				  "hot standby: no horizon record of the primary replayed for this database since the standby started; read_all returns nothing until the primary's next append");
 	add_check(rsinfo, "worker", true,
 			  "hot standby: the ledger worker runs on the primary; here it starts after promotion");
 }

@@ -234,10 +234,10 @@ save_horizons_at_exit(int code, Datum arg)
 /*
  * A backend on a standby that has replayed no record for its database
  * since it started: the saved horizon, if replay has passed its record on
- * the same timeline; else 0.
+ * the same timeline; else 0.  *lsn is set to its record's end.
  */
 static int64
-saved_horizon(Oid dboid)
+saved_horizon(Oid dboid, XLogRecPtr *lsn)
 {
 	SavedHorizon saved[LEDGER_MAX_STANDBY_DBS];
 	TimeLineID	replay_tli;
@@ -247,6 +247,7 @@ saved_horizon(Oid dboid)
 	int			fd;
 	int			i;
 
+	*lsn = InvalidXLogRecPtr;
 	fd = OpenTransientFile(LEDGER_STANDBY_FILE, O_RDONLY | PG_BINARY);
 	if (fd < 0)
 		return 0;
@@ -255,7 +256,10 @@ saved_horizon(Oid dboid)
 	for (i = 0; len > 0 && i < len / (ssize_t) sizeof(SavedHorizon); i++)
 	{
 		if (saved[i].dboid == dboid && saved[i].tli == replay_tli && saved[i].lsn <= replayed)
+		{
 			horizon = saved[i].horizon;
+			*lsn = saved[i].lsn;
+		}
 	}
 	return horizon;
 }
@@ -268,14 +272,19 @@ int64
 ledger_standby_horizon(void)
 {
 	LedgerStandbyDb *db = standby_db(MyDatabaseId, false);
-	int64		horizon = db ? (int64) pg_atomic_read_u64(&db->horizon) : saved_horizon(MyDatabaseId);
+	XLogRecPtr	lsn;
+	int64		horizon = db ? (int64) pg_atomic_read_u64(&db->horizon) : saved_horizon(MyDatabaseId, &lsn);
 
 	/* the snapshot read_all takes next must see what the horizon admits */
 	pg_memory_barrier();
 	return Max(horizon, 1);
 }
 
-/* For health() on a standby: the horizon and when it was logged and replayed. */
+/*
+ * For health() on a standby: the horizon, the end of the record that set
+ * it, and when it was logged and replayed (0 when it came from the saved
+ * file after a restart).  False when there is none.
+ */
 bool
 ledger_standby_status(int64 *horizon, XLogRecPtr *lsn, TimestampTz *primary_at,
 					  TimestampTz *replayed_at)
@@ -283,7 +292,11 @@ ledger_standby_status(int64 *horizon, XLogRecPtr *lsn, TimestampTz *primary_at,
 	LedgerStandbyDb *db = standby_db(MyDatabaseId, false);
 
 	if (db == NULL)
-		return false;
+	{
+		*horizon = saved_horizon(MyDatabaseId, lsn);
+		*primary_at = *replayed_at = 0;
+		return *horizon != 0;
+	}
 	*horizon = (int64) pg_atomic_read_u64(&db->horizon);
 	SpinLockAcquire(&db->mutex);
 	*lsn = db->lsn;

@@ -80,20 +80,16 @@ pass("after A rolls back, read_all on the standby returns $id_b2");
 
 my $all = q{SELECT string_agg(id::text, ',' ORDER BY id) FROM ledger.read_all(0, 1000)};
 my $before_restart = on_standby($all);
+# a restartpoint after the last horizon record, so that replay after the
+# restart starts beyond it
+$primary->safe_psql('postgres', 'CHECKPOINT');
+$primary->wait_for_catchup($standby);
+$standby->safe_psql('postgres', 'CHECKPOINT');
 $standby->restart;
 $primary->wait_for_catchup($standby);
 is(on_standby($all), $before_restart, 'a restarted standby returns what it returned before, with no new record');
-
-# --- health and writes on the standby --------------------------------------
-
-my $health = on_standby(q{SELECT string_agg(check_name || '=' || ok || ': ' || detail, E'\n' ORDER BY check_name) FROM ledger.health()});
-like($health, qr/read_all_horizon=true: hot standby: read_all returns ids below \d+, as of the primary's horizon record at [0-9A-F]+\/[0-9A-F]+, logged .*; replayed \d+ ms after it was logged, \d+ ms ago/,
-	'health() on the standby reports the replayed horizon and its lag');
-like($health, qr/worker=true: hot standby: the ledger worker runs on the primary/, 'and no missing worker');
-my ($rc, $out, $err) = $standby->psql('postgres', q{SELECT ledger.append('x', '{}')});
-like($err, qr/read-only transaction/, 'appends on the standby fail');
-($rc, $out, $err) = $standby->psql('postgres', q{SELECT ledger.append('x', '{}')}, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-like($err, qr/25006/, 'with 25006');
+like(on_standby(q{SELECT detail FROM ledger.health() WHERE check_name = 'read_all_horizon' AND ok}),
+	qr/saved before this standby restarted/, 'health() says where that horizon comes from');
 
 # --- read(wait) on the standby wakes on replay -----------------------------
 
@@ -125,6 +121,17 @@ is($count, '1', 'the waiting read returned the entry');
 my $late = ($returned_at - $visible_at) * 1000;
 cmp_ok($late, '<', 100, sprintf('the waiting read returned %.1f ms after the entry was visible on the standby', $late));
 $poller->quit;
+
+# --- health and writes on the standby --------------------------------------
+
+my $health = on_standby(q{SELECT string_agg(check_name || '=' || ok || ': ' || detail, E'\n' ORDER BY check_name) FROM ledger.health()});
+like($health, qr/read_all_horizon=true: hot standby: read_all returns ids below \d+, as of the primary's horizon record at [0-9A-F]+\/[0-9A-F]+, logged .*; replayed \d+ ms after it was logged, \d+ ms ago/,
+	'health() on the standby reports the replayed horizon and its lag');
+like($health, qr/worker=true: hot standby: the ledger worker runs on the primary/, 'and no missing worker');
+my ($rc, $out, $err) = $standby->psql('postgres', q{SELECT ledger.append('x', '{}')});
+like($err, qr/read-only transaction/, 'appends on the standby fail');
+($rc, $out, $err) = $standby->psql('postgres', q{SELECT ledger.append('x', '{}')}, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/25006/, 'with 25006');
 
 # --- a consumer on the standby under 4 appenders ---------------------------
 
