@@ -1,4 +1,4 @@
-# test/t/021_standby.pl
+# test/t/022_standby.pl
 #	ledger on a hot standby (pg_basebackup -R, streaming):
 #	  - the deterministic case: a primary transaction A draws id 2 and stays
 #	    open while B appends id 3 and commits; the standby's

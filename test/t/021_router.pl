@@ -1,4 +1,4 @@
-# test/t/020_router.pl
+# test/t/021_router.pl
 #	ledger_router: three ledger nodes and a router database, each in a
 #	cluster of its own, on loopback.
 #	  - the router's ledger functions have ledger's exact signatures, and
