@@ -189,6 +189,42 @@ ALTER TABLE ledger.entries ENABLE ALWAYS TRIGGER entries_guard_truncate;
 REVOKE ALL ON FUNCTION ledger.guard_entries() FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
+-- Logical decoding: stream names the output plugin can read.
+-- The plugin (src/decoder.c) names a decoded entry's stream by reading this
+-- table under its historic snapshot, which only catalog tables are kept
+-- for; hence user_catalog_table.  ledger.streams cannot be that table: its
+-- row is created with INSERT ... ON CONFLICT, which catalog tables refuse,
+-- and it may be rewritten by every append.  Rows here are written once, by
+-- the trigger, and never updated or deleted.  They are not dumped: a
+-- restore's COPY into ledger.streams fires the trigger again.
+-- ---------------------------------------------------------------------------
+CREATE TABLE ledger.stream_names (
+	stream_id	integer NOT NULL,
+	name		text COLLATE "C" NOT NULL,
+	CONSTRAINT stream_names_pkey PRIMARY KEY (stream_id)
+) WITH (user_catalog_table = true);
+COMMENT ON TABLE ledger.stream_names IS
+'Stream names for the logical decoding plugin (a user catalog table); filled by a trigger on ledger.streams';
+REVOKE ALL ON ledger.stream_names FROM PUBLIC;
+
+CREATE FUNCTION ledger.copy_stream_name() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, ledger, pg_temp
+AS $$
+BEGIN
+	INSERT INTO ledger.stream_names (stream_id, name)
+	VALUES (NEW.stream_id, NEW.name);
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ledger.copy_stream_name() IS
+'Trigger: copies a new stream''s name into ledger.stream_names for the logical decoding plugin';
+REVOKE ALL ON FUNCTION ledger.copy_stream_name() FROM PUBLIC;
+CREATE TRIGGER streams_copy_name AFTER INSERT ON ledger.streams
+	FOR EACH ROW EXECUTE FUNCTION ledger.copy_stream_name();
+ALTER TABLE ledger.streams ENABLE ALWAYS TRIGGER streams_copy_name;
+
+-- ---------------------------------------------------------------------------
 -- Writing
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION ledger.append(
