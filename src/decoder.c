@@ -111,8 +111,6 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "catalog/pg_type.h"
-#include "common/jsonapi.h"
-#include "mb/pg_wchar.h"
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
 #include "utils/array.h"
@@ -123,6 +121,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+
+#include "compat.h"
 
 #define LEDGER_MESSAGE_PREFIX		"ledger."
 #define LEDGER_TRIM_MESSAGE			"ledger.trim"
@@ -250,44 +250,6 @@ static void decoder_message(LogicalDecodingContext *ctx,
 							ReorderBufferTXN *txn, XLogRecPtr message_lsn,
 							bool transactional, const char *prefix,
 							Size message_size, const char *message);
-
-/*
- * Version differences.  PostgreSQL 17 made the change tuples plain
- * HeapTuples and gave makeJsonLexContextCstringLen a leading argument.
- */
-static inline HeapTuple
-decoder_new_tuple(ReorderBufferChange *change)
-{
-#if PG_VERSION_NUM >= 170000
-	return change->data.tp.newtuple;
-#else
-	return change->data.tp.newtuple ? &change->data.tp.newtuple->tuple : NULL;
-#endif
-}
-
-static inline HeapTuple
-decoder_old_tuple(ReorderBufferChange *change)
-{
-#if PG_VERSION_NUM >= 170000
-	return change->data.tp.oldtuple;
-#else
-	return change->data.tp.oldtuple ? &change->data.tp.oldtuple->tuple : NULL;
-#endif
-}
-
-static inline bool
-decoder_json_is_valid(char *text, int len)
-{
-	JsonLexContext *lex;
-
-#if PG_VERSION_NUM >= 170000
-	lex = makeJsonLexContextCstringLen(NULL, text, len,
-									   GetDatabaseEncoding(), true);
-#else
-	lex = makeJsonLexContextCstringLen(text, len, GetDatabaseEncoding(), true);
-#endif
-	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
-}
 
 void
 _PG_output_plugin_init(OutputPluginCallbacks *cb)
@@ -1039,14 +1001,14 @@ decoder_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	switch (change->action)
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
-			tuple = decoder_new_tuple(change);
+			tuple = ledger_change_new_tuple(change);
 			if (tuple != NULL && kind == LEDGER_REL_ENTRIES)
 				decoder_write_entry(ctx, txn, relation, tuple);
 			else if (tuple != NULL && kind == LEDGER_REL_STREAMS)
 				decoder_remember_stream(data, relation, tuple);
 			break;
 		case REORDER_BUFFER_CHANGE_UPDATE:
-			tuple = decoder_new_tuple(change);
+			tuple = ledger_change_new_tuple(change);
 			if (tuple != NULL && kind == LEDGER_REL_ENTRIES)
 				decoder_remember_update(data, relation, tuple);
 			else if (tuple != NULL && kind == LEDGER_REL_STREAMS)
@@ -1054,7 +1016,7 @@ decoder_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			break;
 		case REORDER_BUFFER_CHANGE_DELETE:
 			/* trim/retention: reported by their message */
-			tuple = decoder_old_tuple(change);
+			tuple = ledger_change_old_tuple(change);
 			if (kind == LEDGER_REL_ENTRIES)
 			{
 				Datum		id = 0;
@@ -1221,7 +1183,7 @@ decoder_parse_message(const char *kind, const char *content, Size size)
 	Jsonb	   *jb;
 
 	if (!decoder_message_is_tame(text, size) ||
-		!decoder_json_is_valid(pstrdup(text), (int) size))
+		!ledger_json_is_valid(pstrdup(text), (int) size))
 	{
 		ereport(WARNING,
 				(errmsg("ledger decoder skipped a \"%s\" message", kind),
