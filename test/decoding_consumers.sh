@@ -110,7 +110,7 @@ PSQL=(psql -X -q -v ON_ERROR_STOP=1 -At)
 
 # -- tools -------------------------------------------------------------------
 
-GO=$(command -v go || echo /usr/local/go/bin/go)
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 wanted=""
 for c in $CONSUMERS; do
 	case ${c%%:*} in
@@ -135,7 +135,7 @@ if [[ " $CONSUMERS" == *" pglogrepl:"* ]]; then
 	else
 		export GOPATH=$WORK/go GOCACHE=$WORK/go-build
 	fi
-	if (cd "$SRC/test/decoding/pglogrepl" && GOFLAGS=-mod=readonly "$GO" build -o "$WORK/pglogrepl_consumer" .) \
+	if (cd "$SRC/test/decoding/pglogrepl" && GOFLAGS="-mod=readonly -buildvcs=false" "$GO" build -o "$WORK/pglogrepl_consumer" .) \
 		>"$WORK/go-build.log" 2>&1; then
 		ok "pglogrepl consumer builds"
 	else
