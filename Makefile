@@ -28,6 +28,7 @@ OBJS = \
 	src/export.o \
 	src/sink_admin.o \
 	src/decoder.o \
+	src/stream_names.o \
 	src/sink_sqlite.o \
 	src/sink_mongo.o
 

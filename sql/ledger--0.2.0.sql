@@ -208,9 +208,10 @@ REVOKE ALL ON FUNCTION ledger.guard_entries() FROM PUBLIC;
 -- The plugin (src/decoder.c) names a decoded entry's stream by reading this
 -- table under its historic snapshot, which only catalog tables are kept
 -- for; hence user_catalog_table.  ledger.streams cannot be that table: its
--- row is created with INSERT ... ON CONFLICT, which catalog tables refuse,
--- and it may be rewritten by every append.  Rows here are written once, by
--- the trigger, and never updated or deleted.  They are not dumped: a
+-- row is created with INSERT ... ON CONFLICT, which catalog tables refuse.
+-- The trigger (src/stream_names.c) writes each row once, out of the stream
+-- of decoded changes, so that dropping the table never leaves a slot with
+-- changes of a relation it can no longer open.  Rows are not dumped: a
 -- restore's COPY into ledger.streams fires the trigger again.
 -- ---------------------------------------------------------------------------
 CREATE TABLE ledger.stream_names (
@@ -223,15 +224,7 @@ COMMENT ON TABLE ledger.stream_names IS
 REVOKE ALL ON ledger.stream_names FROM PUBLIC;
 
 CREATE FUNCTION ledger.copy_stream_name() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, ledger, pg_temp
-AS $$
-BEGIN
-	INSERT INTO ledger.stream_names (stream_id, name)
-	VALUES (NEW.stream_id, NEW.name);
-	RETURN NULL;
-END
-$$;
+	AS 'MODULE_PATHNAME', 'ledger_copy_stream_name' LANGUAGE C;
 COMMENT ON FUNCTION ledger.copy_stream_name() IS
 'Trigger: copies a new stream''s name into ledger.stream_names for the logical decoding plugin';
 REVOKE ALL ON FUNCTION ledger.copy_stream_name() FROM PUBLIC;

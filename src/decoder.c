@@ -77,9 +77,11 @@
  * the decoded transaction touching the stream's ledger.streams row.  Names
  * never change, so they are cached for the decoding session; the cache is
  * dropped when ledger's tables turn out to be other relations (the
- * extension was dropped and created again).  WAL written by ledger 0.1,
- * before ALTER EXTENSION UPDATE created ledger.stream_names, is named the
- * way 0.1 did it: from the ledger.streams row every append then wrote.
+ * extension was dropped and created again).  Rows of ledger.streams that a
+ * decoded transaction writes feed the cache too: they name the streams of
+ * WAL written before ALTER EXTENSION UPDATE created ledger.stream_names
+ * (0.1 wrote the row on every append), and of an extension dropped since,
+ * whose ledger.stream_names can no longer be opened.
  *
  * Authenticity.  pg_logical_emit_message() is executable by PUBLIC, so
  * anyone can write a message under ledger's prefixes.  Only ledger's own
@@ -110,9 +112,11 @@
 #include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -121,6 +125,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "compat.h"
 
@@ -516,9 +521,9 @@ decoder_have_stream_names(LedgerDecodingData *data)
 }
 
 /*
- * The name from a ledger.streams row that a decoded transaction wrote:
- * the only source before ledger.stream_names exists, when every append
- * wrote its stream's row.
+ * The name from a ledger.streams row that a decoded transaction wrote
+ * (what names the streams of WAL older than ledger.stream_names, or of a
+ * dropped extension's).
  */
 static void
 decoder_remember_stream(LedgerDecodingData *data, Relation relation,
@@ -531,8 +536,6 @@ decoder_remember_stream(LedgerDecodingData *data, Relation relation,
 	bool		name_null;
 	Oid			typid;
 
-	if (decoder_have_stream_names(data))
-		return;
 	id = decoder_column(tupdesc, tuple, "stream_id", &typid, &id_null);
 	name = decoder_column(tupdesc, tuple, "name", &typid, &name_null);
 	if (id_null || name_null ||
@@ -542,8 +545,34 @@ decoder_remember_stream(LedgerDecodingData *data, Relation relation,
 }
 
 /*
+ * Does the relation exist now, not just in the decoded past?  Opening a
+ * user catalog table rereads its current pg_class row (for its file after
+ * a rewrite), which fails for a table dropped since, so a slot holding WAL
+ * of a dropped extension would be stuck on that error for good.
+ */
+static bool
+decoder_relation_exists_now(Oid relid)
+{
+	Relation	pg_class;
+	ScanKeyData key;
+	SysScanDesc scan;
+	bool		found;
+
+	pg_class = table_open(RelationRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_class_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(pg_class, ClassOidIndexId, true,
+							  GetNonHistoricCatalogSnapshot(RelationRelationId),
+							  1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(pg_class, AccessShareLock);
+	return found;
+}
+
+/*
  * Read a stream's name from ledger.stream_names under the historic
- * snapshot; NULL when the row is not there.
+ * snapshot; NULL when the row is not there, or the table is gone.
  */
 static char *
 decoder_lookup_stream(LedgerDecodingData *data, int32 stream_id)
@@ -557,7 +586,14 @@ decoder_lookup_stream(LedgerDecodingData *data, int32 stream_id)
 	if (!decoder_have_stream_names(data))
 		return NULL;
 
-	rel = table_open(data->names_relid, AccessShareLock);
+	/* locked first, so that it cannot be dropped between check and open */
+	LockRelationOid(data->names_relid, AccessShareLock);
+	if (!decoder_relation_exists_now(data->names_relid))
+	{
+		UnlockRelationOid(data->names_relid, AccessShareLock);
+		return NULL;
+	}
+	rel = table_open(data->names_relid, NoLock);
 	if (RelationIsUsedAsCatalogTable(rel))
 	{
 		TupleDesc	tupdesc = RelationGetDescr(rel);
@@ -590,7 +626,8 @@ decoder_lookup_stream(LedgerDecodingData *data, int32 stream_id)
 		}
 		systable_endscan(scan);
 	}
-	table_close(rel, AccessShareLock);
+	table_close(rel, NoLock);
+	UnlockRelationOid(data->names_relid, AccessShareLock);
 	return name;
 }
 
