@@ -314,7 +314,8 @@ WHERE data::jsonb->>'stream' LIKE 'dec-%';
 
 -- Stream names come from ledger.stream_names under the historic snapshot,
 -- not from the transaction touching the stream's ledger.streams row.  Each
--- pg_logical_slot_*_changes call starts with no names cached.
+-- pg_logical_slot_*_changes call starts with no names cached.  (WAL older
+-- than ledger.stream_names: test/t/020_decoding_history.pl.)
 -- A tag change touches only ledger.entries:
 SELECT ledger.append('dec-untouched', '{"n": 1}') - :base AS id \gset untouched_
 SELECT count(*) FROM pg_logical_slot_get_changes('regress_slot', NULL, NULL)

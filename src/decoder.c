@@ -68,20 +68,11 @@
  *
  * A bool option given without a value (pg_recvlogical -o name) means true.
  *
- * Stream names.  Entries carry a stream_id.  The plugin reads the name
- * from ledger.stream_names, a user catalog table (user_catalog_table =
- * true) that a trigger on ledger.streams fills once per stream, so it can
- * be read under the decoding's historic snapshot: an index scan by
- * stream_id sees the table as it was when the decoded change was made,
- * even a row inserted earlier in the same transaction.  Nothing depends on
- * the decoded transaction touching the stream's ledger.streams row.  Names
- * never change, so they are cached for the decoding session; the cache is
- * dropped when ledger's tables turn out to be other relations (the
- * extension was dropped and created again).  Rows of ledger.streams that a
- * decoded transaction writes feed the cache too: they name the streams of
- * WAL written before ALTER EXTENSION UPDATE created ledger.stream_names
- * (0.1 wrote the row on every append), and of an extension dropped since,
- * whose ledger.stream_names can no longer be opened.
+ * Stream names.  Entries carry a stream_id; src/stream_names.c names it
+ * from ledger.stream_names under the historic snapshot, and from the
+ * ledger.streams rows that decoded transactions write.  The decoder only
+ * tells it when ledger's tables turn out to be other relations than
+ * before (the extension was dropped and created again).
  *
  * Authenticity.  pg_logical_emit_message() is executable by PUBLIC, so
  * anyone can write a message under ledger's prefixes.  Only ledger's own
@@ -92,9 +83,10 @@
  *	- "ledger.trim" needs exactly "deleted" (>= 1) DELETEs of entries rows,
  *	  each with an id <= "before_id", since the transaction's last trim
  *	  message (so a trim that deleted nothing writes no line);
- *	- "ledger.annotate" needs an UPDATE of the entries row with the
- *	  message's "id" since the transaction's last annotate message; its
- *	  "op" ("tags" or "annotations") says which column the call set.
+ *	- "ledger.annotate" needs the transaction's last UPDATE of an entries
+ *	  row, not yet claimed by an earlier message, to be of the entry the
+ *	  message names ("id"); its "op" ("tags" or "annotations") says which
+ *	  column the call set.
  * Other messages are skipped unparsed (DEBUG1).  A believed message's text
  * is checked before it is parsed, so that no content can make decoding
  * fail (an ERROR here stalls the slot for good); bad content is skipped
@@ -102,32 +94,27 @@
  *
  * Memory: options and the name cache live in the decoding context; each
  * callback formats in a context reset when it returns; the held line and
- * the pending row update live in a context reset per transaction.
+ * the pending row update live in a context reset per transaction.  All go
+ * with the decoding context, so there is no shutdown callback.
  *
  *-------------------------------------------------------------------------
  */
 #include "ledger.h"
 
-#include "access/genam.h"
 #include "access/htup_details.h"
-#include "access/stratnum.h"
-#include "access/table.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
-#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
-#include "utils/fmgroids.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
-#include "utils/snapmgr.h"
 
 #include "compat.h"
+#include "stream_names.h"
 
 #define LEDGER_MESSAGE_PREFIX		"ledger."
 #define LEDGER_TRIM_MESSAGE			"ledger.trim"
@@ -163,12 +150,9 @@ typedef struct LedgerDecodingData
 {
 	MemoryContext change_context;	/* reset after every callback */
 	MemoryContext txn_context;	/* held line, row update; per transaction */
-	MemoryContext cache_context;	/* stream_names and its strings */
-	HTAB	   *stream_names;	/* stream_id -> name */
-	Oid			namespace_oid;	/* schema ledger the cache belongs to */
-	Oid			entries_relid;	/* its ledger.entries */
-	Oid			streams_relid;	/* its ledger.streams */
-	Oid			names_relid;	/* its ledger.stream_names, if it has one yet */
+	LedgerStreamNames *names;	/* stream_id -> name (stream_names.c) */
+	Oid			entries_relid;	/* ledger.entries the names belong to */
+	Oid			streams_relid;	/* ledger.streams next to it */
 
 	/* the transaction being decoded */
 	bool		begin_written;
@@ -189,12 +173,6 @@ typedef struct LedgerDecodingData
 	bool		include_lsn;
 	bool		include_timestamp;
 } LedgerDecodingData;
-
-typedef struct LedgerStreamName
-{
-	int32		stream_id;		/* hash key */
-	char	   *name;			/* in cache_context */
-} LedgerStreamName;
 
 /* Option table: name, how to parse it, where it goes. */
 typedef enum LedgerOptionType
@@ -243,7 +221,6 @@ extern PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 
 static void decoder_startup(LogicalDecodingContext *ctx,
 							OutputPluginOptions *opt, bool is_init);
-static void decoder_shutdown(LogicalDecodingContext *ctx);
 static void decoder_begin(LogicalDecodingContext *ctx,
 						  ReorderBufferTXN *txn);
 static void decoder_commit(LogicalDecodingContext *ctx,
@@ -264,7 +241,7 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->change_cb = decoder_change;
 	cb->commit_cb = decoder_commit;
 	cb->message_cb = decoder_message;
-	cb->shutdown_cb = decoder_shutdown;
+	/* no shutdown_cb: all memory is in the decoding context's children */
 	/* no stream_*_cb: only committed transactions, whole, in commit order */
 }
 
@@ -351,7 +328,6 @@ decoder_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 				bool is_init)
 {
 	LedgerDecodingData *data;
-	HASHCTL		hctl;
 	MemoryContext oldcxt;
 	ListCell   *lc;
 
@@ -362,14 +338,7 @@ decoder_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 	data->txn_context = AllocSetContextCreate(ctx->context,
 											  "ledger decoder transaction",
 											  ALLOCSET_DEFAULT_SIZES);
-	data->cache_context = AllocSetContextCreate(ctx->context,
-												"ledger decoder stream names",
-												ALLOCSET_SMALL_SIZES);
-	hctl.keysize = sizeof(int32);
-	hctl.entrysize = sizeof(LedgerStreamName);
-	hctl.hcxt = data->cache_context;
-	data->stream_names = hash_create("ledger decoder stream names", 64, &hctl,
-									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	data->names = ledger_stream_names_create(ctx->context);
 
 	data->format_version = LEDGER_FORMAT_VERSION;
 	data->include_xids = true;
@@ -397,21 +366,6 @@ decoder_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 		data->streams.text = NULL;
 }
 
-static void
-decoder_shutdown(LogicalDecodingContext *ctx)
-{
-	LedgerDecodingData *data = ctx->output_plugin_private;
-
-	/* the option strings go with the decoding context */
-	if (data != NULL)
-	{
-		MemoryContextDelete(data->change_context);
-		MemoryContextDelete(data->txn_context);
-		MemoryContextDelete(data->cache_context);
-		data->stream_names = NULL;
-	}
-}
-
 static bool
 decoder_stream_wanted(LedgerDecodingData *data, const char *name)
 {
@@ -427,23 +381,13 @@ decoder_stream_wanted(LedgerDecodingData *data, const char *name)
  * ---------------------------------------------------------------------
  */
 
-/* Forget every cached name: they belonged to other relations. */
+/* Ledger's tables are these now: names cached for others are void. */
 static void
 decoder_reset_names(LedgerDecodingData *data, Oid namespace_oid)
 {
-	HASH_SEQ_STATUS status;
-	LedgerStreamName *entry;
-
-	hash_seq_init(&status, data->stream_names);
-	while ((entry = hash_seq_search(&status)) != NULL)
-	{
-		pfree(entry->name);
-		hash_search(data->stream_names, &entry->stream_id, HASH_REMOVE, NULL);
-	}
-	data->namespace_oid = namespace_oid;
+	ledger_stream_names_reset(data->names, namespace_oid);
 	data->entries_relid = get_relname_relid("entries", namespace_oid);
 	data->streams_relid = get_relname_relid("streams", namespace_oid);
-	data->names_relid = get_relname_relid("stream_names", namespace_oid);
 }
 
 static LedgerRelKind
@@ -496,30 +440,6 @@ decoder_column(TupleDesc tupdesc, HeapTuple tuple, const char *name,
 	return (Datum) 0;			/* keep compiler quiet */
 }
 
-static void
-decoder_cache_name(LedgerDecodingData *data, int32 stream_id, const char *name)
-{
-	LedgerStreamName *entry;
-	bool		found;
-
-	entry = hash_search(data->stream_names, &stream_id, HASH_ENTER, &found);
-	if (!found)
-		entry->name = MemoryContextStrdup(data->cache_context, name);
-}
-
-/*
- * Does the decoded history have ledger.stream_names yet?  Not in WAL
- * written by ledger 0.1, before ALTER EXTENSION UPDATE created it.
- */
-static bool
-decoder_have_stream_names(LedgerDecodingData *data)
-{
-	if (!OidIsValid(data->names_relid))
-		data->names_relid = get_relname_relid("stream_names",
-											  data->namespace_oid);
-	return OidIsValid(data->names_relid);
-}
-
 /*
  * The name from a ledger.streams row that a decoded transaction wrote
  * (what names the streams of WAL older than ledger.stream_names, or of a
@@ -541,115 +461,8 @@ decoder_remember_stream(LedgerDecodingData *data, Relation relation,
 	if (id_null || name_null ||
 		VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(name)))
 		return;
-	decoder_cache_name(data, DatumGetInt32(id), TextDatumGetCString(name));
-}
-
-/*
- * Does the relation exist now, not just in the decoded past?  Opening a
- * user catalog table rereads its current pg_class row (for its file after
- * a rewrite), which fails for a table dropped since, so a slot holding WAL
- * of a dropped extension would be stuck on that error for good.
- */
-static bool
-decoder_relation_exists_now(Oid relid)
-{
-	Relation	pg_class;
-	ScanKeyData key;
-	SysScanDesc scan;
-	bool		found;
-
-	pg_class = table_open(RelationRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_class_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(relid));
-	scan = systable_beginscan(pg_class, ClassOidIndexId, true,
-							  GetNonHistoricCatalogSnapshot(RelationRelationId),
-							  1, &key);
-	found = HeapTupleIsValid(systable_getnext(scan));
-	systable_endscan(scan);
-	table_close(pg_class, AccessShareLock);
-	return found;
-}
-
-/*
- * Read a stream's name from ledger.stream_names under the historic
- * snapshot; NULL when the row is not there, or the table is gone.
- */
-static char *
-decoder_lookup_stream(LedgerDecodingData *data, int32 stream_id)
-{
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tuple;
-	char	   *name = NULL;
-
-	if (!decoder_have_stream_names(data))
-		return NULL;
-
-	/* locked first, so that it cannot be dropped between check and open */
-	LockRelationOid(data->names_relid, AccessShareLock);
-	if (!decoder_relation_exists_now(data->names_relid))
-	{
-		UnlockRelationOid(data->names_relid, AccessShareLock);
-		return NULL;
-	}
-	rel = table_open(data->names_relid, NoLock);
-	if (RelationIsUsedAsCatalogTable(rel))
-	{
-		TupleDesc	tupdesc = RelationGetDescr(rel);
-		AttrNumber	id_attnum = InvalidAttrNumber;
-		int			i;
-
-		for (i = 0; i < tupdesc->natts; i++)
-		{
-			if (strcmp(NameStr(TupleDescAttr(tupdesc, i)->attname), "stream_id") == 0)
-				id_attnum = TupleDescAttr(tupdesc, i)->attnum;
-		}
-		/* RelationGetIndexList() is what sets rd_pkindex */
-		list_free(RelationGetIndexList(rel));
-		if (id_attnum == InvalidAttrNumber || !OidIsValid(rel->rd_pkindex))
-			elog(ERROR, "ledger.stream_names has no primary key on stream_id");
-
-		ScanKeyInit(&key, id_attnum, BTEqualStrategyNumber, F_INT4EQ,
-					Int32GetDatum(stream_id));
-		scan = systable_beginscan(rel, rel->rd_pkindex, true, NULL, 1, &key);
-		tuple = systable_getnext(scan);
-		if (HeapTupleIsValid(tuple))
-		{
-			Oid			typid;
-			bool		isnull;
-			Datum		value;
-
-			value = decoder_column(tupdesc, tuple, "name", &typid, &isnull);
-			if (!isnull && !VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value)))
-				name = TextDatumGetCString(value);
-		}
-		systable_endscan(scan);
-	}
-	table_close(rel, NoLock);
-	UnlockRelationOid(data->names_relid, AccessShareLock);
-	return name;
-}
-
-static const char *
-decoder_stream_name(LedgerDecodingData *data, int32 stream_id)
-{
-	LedgerStreamName *entry;
-	char	   *name;
-
-	entry = hash_search(data->stream_names, &stream_id, HASH_FIND, NULL);
-	if (entry != NULL)
-		return entry->name;
-	name = decoder_lookup_stream(data, stream_id);
-	if (name == NULL)
-	{
-		ereport(WARNING,
-				(errmsg("ledger decoder has no name for stream_id %d", stream_id),
-				 errdetail("The stream's row in ledger.stream_names is not visible to the decoded transaction.")));
-		return NULL;
-	}
-	decoder_cache_name(data, stream_id, name);
-	return name;
+	ledger_stream_names_remember(data->names, DatumGetInt32(id),
+								 TextDatumGetCString(name));
 }
 
 /* ---------------------------------------------------------------------
@@ -963,7 +776,7 @@ decoder_write_entry(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	bool		isnull;
 
 	value = decoder_column(tupdesc, tuple, "stream_id", &typid, &isnull);
-	stream = isnull ? NULL : decoder_stream_name(data, DatumGetInt32(value));
+	stream = isnull ? NULL : ledger_stream_names_get(data->names, DatumGetInt32(value));
 	if (!decoder_stream_wanted(data, stream))
 		return;
 
@@ -1359,7 +1172,7 @@ decoder_annotate_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		return;
 	}
 
-	stream = decoder_stream_name(data, update.stream_id);
+	stream = ledger_stream_names_get(data->names, update.stream_id);
 	if (stream == NULL || !decoder_stream_wanted(data, stream))
 		return;
 	op = decoder_message_string(&jb->root, "op");
