@@ -177,7 +177,7 @@ last_line()
 
 	[ -s "$file" ] || return 0
 	if [ "$(tail -c 1 "$file" | od -An -c | tr -d ' ')" != '\n' ]; then
-		size=$(( $(wc -c <"$file") - $(tail -n 1 "$file" | wc -c) + 1 ))
+		size=$(( $(wc -c <"$file") - $(tail -n 1 "$file" | wc -c) ))
 		truncate -s "$size" "$file"
 	fi
 	tail -n 1 "$file"
