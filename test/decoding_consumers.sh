@@ -90,7 +90,7 @@ cleanup()
 	done
 	wait 2>/dev/null
 	ledger_stop_cluster "$WORK/cluster"
-	[ -n "${KEEP_TEST_DIR:-}" ] && echo "# kept $WORK" || rm -rf "$WORK"
+	[ -n "${KEEP_TEST_DIR:-}" ] || rm -rf "$WORK"
 	[ -n "${LEDGER_CONSUMERS_TMP:-}" ] && rm -rf "$LEDGER_CONSUMERS_TMP"
 }
 trap cleanup EXIT
@@ -107,6 +107,7 @@ tool_missing()
 }
 
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -At)
+[ -n "${KEEP_TEST_DIR:-}" ] && echo "# test directory $WORK is kept"
 
 # -- tools -------------------------------------------------------------------
 
