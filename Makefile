@@ -6,27 +6,34 @@ EXTVERSION = 0.2.0
 MODULE_big = ledger
 OBJS = \
 	src/ledger.o \
+	src/shmem.o \
+	src/xact.o \
 	src/validate.o \
 	src/pattern.o \
+	src/owner.o \
 	src/spi_plan.o \
 	src/stream.o \
 	src/append.o \
 	src/read.o \
+	src/stat.o \
+	src/side_data.o \
 	src/retention.o \
 	src/upcast.o \
 	src/horizon.o \
 	src/wait.o \
 	src/guard.o \
 	src/health.o \
+	src/launcher.o \
 	src/worker.o \
+	src/export.o \
 	src/sink_admin.o \
 	src/decoder.o \
 	src/sink_sqlite.o \
 	src/sink_mongo.o
 
-DATA = $(wildcard sql/$(EXTENSION)--*.sql)
+DATA = $(wildcard sql/$(EXTENSION)--*.sql) $(EXTENSION)--0.1.0.control
 
-PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libmongoc-1.0 sqlite3)
+PG_CPPFLAGS = -I$(srcdir)/src -DLEDGER_VERSION='"$(EXTVERSION)"' $(shell pkg-config --cflags libmongoc-1.0 sqlite3)
 SHLIB_LINK = $(shell pkg-config --libs libmongoc-1.0 sqlite3)
 
 # Every sql/*.sql except the extension scripts is a regression test.

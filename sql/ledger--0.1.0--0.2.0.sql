@@ -37,3 +37,77 @@ ALTER FUNCTION ledger.drop_sink(text) SET search_path = pg_catalog, ledger, pg_t
 ALTER FUNCTION ledger.pause_sink(text) SET search_path = pg_catalog, ledger, pg_temp;
 ALTER FUNCTION ledger.resume_sink(text) SET search_path = pg_catalog, ledger, pg_temp;
 ALTER FUNCTION ledger.health() SET search_path = pg_catalog, ledger, pg_temp;
+
+-- The schema version is read from stream_settings only, so that
+-- set_schema_version never locks stream rows.
+ALTER TABLE ledger.streams DROP COLUMN schema_version;
+
+-- Function upcasters run as the role that registered them.  0.1.0 did not
+-- record it; the function's owner stands in for the registrations it made.
+ALTER TABLE ledger.upcasters ADD COLUMN registered_by regrole;
+UPDATE ledger.upcasters u SET registered_by = p.proowner::pg_catalog.regrole
+  FROM pg_catalog.pg_proc p
+ WHERE p.oid OPERATOR(pg_catalog.=) u.fn::pg_catalog.oid;
+
+-- One cache-invalidation trigger function for upcasters and schema versions.
+DROP TRIGGER upcasters_changed ON ledger.upcasters;
+DROP FUNCTION ledger.upcasters_changed();
+CREATE FUNCTION ledger.invalidate_caches() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ledger_invalidate_caches' LANGUAGE C;
+CREATE TRIGGER upcasters_invalidate_caches AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ledger.upcasters
+	FOR EACH STATEMENT EXECUTE FUNCTION ledger.invalidate_caches();
+CREATE TRIGGER stream_settings_invalidate_caches AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ledger.stream_settings
+	FOR EACH STATEMENT EXECUTE FUNCTION ledger.invalidate_caches();
+ALTER TABLE ledger.upcasters ENABLE ALWAYS TRIGGER upcasters_invalidate_caches;
+ALTER TABLE ledger.stream_settings ENABLE ALWAYS TRIGGER stream_settings_invalidate_caches;
+REVOKE ALL ON FUNCTION ledger.invalidate_caches() FROM PUBLIC;
+
+-- Dropping a sink wakes the worker too (retention may move on).
+DROP TRIGGER sinks_wake_worker ON ledger.sinks;
+CREATE TRIGGER sinks_wake_worker AFTER INSERT OR UPDATE OR DELETE ON ledger.sinks
+	FOR EACH STATEMENT EXECUTE FUNCTION ledger.wake_worker();
+ALTER TABLE ledger.sinks ENABLE ALWAYS TRIGGER sinks_wake_worker;
+
+CREATE FUNCTION ledger.enforce_retention(streams text DEFAULT '*')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'ledger_enforce_retention'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, ledger, pg_temp;
+COMMENT ON FUNCTION ledger.enforce_retention(text) IS
+'Enforces the retention limits of streams matching a pattern now, in this transaction, skipping streams locked by open transactions; returns the number of entries deleted';
+REVOKE ALL ON FUNCTION ledger.enforce_retention(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ledger.enforce_retention(text) TO ledger_admin;
+
+-- register_upcaster records its caller, so it runs as the caller and
+-- becomes the extension owner only to write ledger.upcasters.
+ALTER FUNCTION ledger.register_upcaster(text, integer, integer, jsonb, jsonb, text[]) SECURITY INVOKER;
+ALTER FUNCTION ledger.register_upcaster(text, integer, integer, text, text, text[]) SECURITY INVOKER;
+ALTER FUNCTION ledger.register_upcaster(text, integer, integer, regprocedure) SECURITY INVOKER;
+COMMENT ON FUNCTION ledger.register_upcaster(text, integer, integer, regprocedure) IS
+'Registers a function fn(jsonb) RETURNS jsonb as the upcaster from one schema version to another; it runs as the registering role, in a security-restricted operation';
+
+-- Pattern matching through ledger.pattern_rank.
+CREATE OR REPLACE VIEW ledger.sinks_status AS
+SELECT k.name::text AS name,
+	   k.kind,
+	   ledger.redact_target(k.kind, k.target) AS target,
+	   k.streams::text AS streams,
+	   k.state,
+	   k.position,
+	   lag.entries AS lag_entries,
+	   lag.seconds AS lag_seconds,
+	   k.exported_total,
+	   k.last_error,
+	   k.last_error_at
+  FROM ledger.sinks k
+ CROSS JOIN LATERAL (
+	-- the matching entries not exported yet, and the age of the oldest
+	SELECT pg_catalog.count(*) AS entries,
+		   COALESCE(pg_catalog.date_part('epoch',
+				pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(e.created_at)), 0)::double precision AS seconds
+	  FROM ledger.entries e
+	  JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id
+	 WHERE e.id OPERATOR(pg_catalog.>) k.position
+	   AND ledger.pattern_rank(k.streams, s.name) OPERATOR(pg_catalog.>=) 0) lag;
+COMMENT ON VIEW ledger.sinks_status IS 'One row per export sink: state, position and lag';
+

@@ -2,19 +2,26 @@
 
 \echo Use "CREATE EXTENSION ledger" to load this file. \quit
 
+-- The schema is the extension's own: created here (so a schema "ledger"
+-- that already exists -- whoever made it, whatever it holds -- makes
+-- CREATE EXTENSION fail before any SECURITY DEFINER code is installed
+-- into it) and dropped with the extension.  ledger.control names
+-- pg_catalog as the extension's schema for that reason, as pg_cron does.
+CREATE SCHEMA ledger;
+
 -- ---------------------------------------------------------------------------
 -- Roles. They are cluster-wide, so they outlive DROP EXTENSION and are shared
 -- by every database that creates the extension.
 -- ---------------------------------------------------------------------------
 DO $roles$
 BEGIN
-	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ledger_reader') THEN
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'ledger_reader') THEN
 		CREATE ROLE ledger_reader NOLOGIN;
 	END IF;
-	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ledger_writer') THEN
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'ledger_writer') THEN
 		CREATE ROLE ledger_writer NOLOGIN;
 	END IF;
-	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ledger_admin') THEN
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'ledger_admin') THEN
 		CREATE ROLE ledger_admin NOLOGIN;
 	END IF;
 END
@@ -84,13 +91,14 @@ COMMENT ON TYPE ledger.stream_stat IS 'Result of ledger.stat(stream)';
 -- One row per stream. The row doubles as the stream's append lock: every
 -- append bumps last_seq with an UPDATE, so appends to one stream serialize on
 -- this row until commit while appends to other streams never meet.
--- count = last_seq - trimmed_seq, so count/stat never scan entries.
+-- count = last_seq - trimmed_seq, so count/stat never scan entries.  The
+-- stream's schema version is not kept here: it is read from stream_settings,
+-- so set_schema_version never locks a stream.
 CREATE TABLE ledger.streams (
 	stream_id			integer NOT NULL,
 	name				text COLLATE "C" NOT NULL,
 	last_seq			bigint NOT NULL DEFAULT 0,
 	trimmed_seq			bigint NOT NULL DEFAULT 0,
-	schema_version		integer NOT NULL DEFAULT 1,
 	created_at			timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	last_appended_at	timestamptz,
 	CONSTRAINT streams_pkey PRIMARY KEY (stream_id),
@@ -150,17 +158,24 @@ CREATE TABLE ledger.upcasters (
 	remove			text[] NOT NULL DEFAULT '{}',
 	fn				regprocedure,
 	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	-- a function upcaster runs as this role (the one that registered it)
+	registered_by	regrole,
 	CONSTRAINT upcasters_pkey PRIMARY KEY (streams, from_version),
 	CONSTRAINT upcasters_version_check CHECK (from_version >= 1 AND to_version >= 1
 		AND from_version OPERATOR(pg_catalog.<>) to_version)
 );
 COMMENT ON TABLE ledger.upcasters IS 'Upcaster registrations; change them with ledger.register_upcaster/drop_upcaster';
--- Backends cache the registrations; any change tells them to reload.
-CREATE FUNCTION ledger.upcasters_changed() RETURNS trigger
-	AS 'MODULE_PATHNAME', 'ledger_upcasters_changed' LANGUAGE C;
-CREATE TRIGGER upcasters_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ledger.upcasters
-	FOR EACH STATEMENT EXECUTE FUNCTION ledger.upcasters_changed();
-ALTER TABLE ledger.upcasters ENABLE ALWAYS TRIGGER upcasters_changed;
+
+-- Backends cache upcasters and schema versions; any change (pg_restore's
+-- included) tells them to reload.
+CREATE FUNCTION ledger.invalidate_caches() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ledger_invalidate_caches' LANGUAGE C;
+CREATE TRIGGER upcasters_invalidate_caches AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ledger.upcasters
+	FOR EACH STATEMENT EXECUTE FUNCTION ledger.invalidate_caches();
+CREATE TRIGGER stream_settings_invalidate_caches AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ledger.stream_settings
+	FOR EACH STATEMENT EXECUTE FUNCTION ledger.invalidate_caches();
+ALTER TABLE ledger.upcasters ENABLE ALWAYS TRIGGER upcasters_invalidate_caches;
+ALTER TABLE ledger.stream_settings ENABLE ALWAYS TRIGGER stream_settings_invalidate_caches;
 
 -- Backups keep the log: pg_dump includes these tables' rows and sequences.
 SELECT pg_catalog.pg_extension_config_dump('ledger.streams', '');
@@ -352,6 +367,14 @@ SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.set_retention(text, bigint, interval) IS
 'Sets (or with NULLs clears) the retention limits of streams matching a pattern; the background worker enforces them';
 
+CREATE FUNCTION ledger.enforce_retention(streams text DEFAULT '*')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'ledger_enforce_retention'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, ledger, pg_temp;
+COMMENT ON FUNCTION ledger.enforce_retention(text) IS
+'Enforces the retention limits of streams matching a pattern now, in this transaction, skipping streams locked by open transactions; returns the number of entries deleted';
+
 -- ---------------------------------------------------------------------------
 -- Schema versions and upcasters
 -- ---------------------------------------------------------------------------
@@ -372,7 +395,7 @@ CREATE FUNCTION ledger.register_upcaster(
 	remove			text[] DEFAULT '{}')
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_register_upcaster'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER
 SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.register_upcaster(text, integer, integer, jsonb, jsonb, text[]) IS
 'Registers a declarative upcaster (rename, then defaults, then remove) from one schema version to another';
@@ -389,7 +412,7 @@ CREATE FUNCTION ledger.register_upcaster(
 	remove			text[] DEFAULT '{}')
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_register_upcaster'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER
 SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.register_upcaster(text, integer, integer, text, text, text[]) IS
 'The declarative register_upcaster, for rename/defaults given as JSON text or untyped literals';
@@ -401,10 +424,10 @@ CREATE FUNCTION ledger.register_upcaster(
 	fn				regprocedure)
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_register_upcaster_fn'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER
 SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.register_upcaster(text, integer, integer, regprocedure) IS
-'Registers a function fn(jsonb) RETURNS jsonb as the upcaster from one schema version to another';
+'Registers a function fn(jsonb) RETURNS jsonb as the upcaster from one schema version to another; it runs as the registering role, in a security-restricted operation';
 
 CREATE FUNCTION ledger.drop_upcaster(streams text, from_version integer)
 RETURNS void
@@ -465,9 +488,7 @@ SELECT k.name::text AS name,
 	  FROM ledger.entries e
 	  JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id
 	 WHERE e.id OPERATOR(pg_catalog.>) k.position
-	   AND (k.streams OPERATOR(pg_catalog.=) s.name
-			OR (pg_catalog.right(k.streams, 1) OPERATOR(pg_catalog.=) '*'
-				AND pg_catalog.starts_with(s.name, pg_catalog.left(k.streams, -1))))) lag;
+	   AND ledger.pattern_rank(k.streams, s.name) OPERATOR(pg_catalog.>=) 0) lag;
 COMMENT ON VIEW ledger.sinks_status IS 'One row per export sink: state, position and lag';
 REVOKE ALL ON ledger.sinks_status FROM PUBLIC;
 GRANT SELECT ON ledger.sinks_status TO ledger_admin;
@@ -510,7 +531,7 @@ COMMENT ON FUNCTION ledger.resume_sink(text) IS 'Resumes a paused sink (or retri
 -- or wake this database's background worker once they commit.
 CREATE FUNCTION ledger.wake_worker() RETURNS trigger
 	AS 'MODULE_PATHNAME', 'ledger_wake_worker' LANGUAGE C;
-CREATE TRIGGER sinks_wake_worker AFTER INSERT OR UPDATE ON ledger.sinks
+CREATE TRIGGER sinks_wake_worker AFTER INSERT OR UPDATE OR DELETE ON ledger.sinks
 	FOR EACH STATEMENT EXECUTE FUNCTION ledger.wake_worker();
 CREATE TRIGGER stream_settings_wake_worker AFTER INSERT OR UPDATE ON ledger.stream_settings
 	FOR EACH STATEMENT EXECUTE FUNCTION ledger.wake_worker();
@@ -531,6 +552,8 @@ COMMENT ON FUNCTION ledger.health() IS
 -- ---------------------------------------------------------------------------
 -- Privileges: PUBLIC executes nothing; each role gets its rung of the ladder
 -- (ledger_admin is a member of ledger_writer, which is a member of ledger_reader).
+-- register_upcaster is SECURITY INVOKER (it records its caller) and becomes
+-- the extension owner only to write ledger.upcasters.
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ledger FROM PUBLIC;
 
@@ -556,6 +579,7 @@ TO ledger_writer;
 GRANT EXECUTE ON FUNCTION
 	ledger.trim(text, bigint),
 	ledger.set_retention(text, bigint, interval),
+	ledger.enforce_retention(text),
 	ledger.set_schema_version(text, integer),
 	ledger.register_upcaster(text, integer, integer, jsonb, jsonb, text[]),
 	ledger.register_upcaster(text, integer, integer, text, text, text[]),

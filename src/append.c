@@ -83,6 +83,7 @@ complete_item(LedgerAppendItem *item, int ordinal)
 		item->tags = empty_tags();
 	else
 		ledger_check_tags(item->tags, "tags");
+	ledger_check_entry_size(item->payload, item->metadata, item->tags, NULL, ordinal);
 	item->id = 0;
 	item->seq = 0;
 	item->duplicate = false;
@@ -287,11 +288,10 @@ insert_many(int32 stream_id, int32 version, LedgerAppendItem *items, int nitems,
  */
 static bool
 append_one_fast(const char *stream_name, LedgerAppendItem *item,
-				bool has_version, int32 schema_version, int32 *stream_id)
+				int32 schema_version, int32 *stream_id)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		args[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	int			rc;
 
@@ -302,25 +302,23 @@ append_one_fast(const char *stream_name, LedgerAppendItem *item,
 		plan = ledger_prepare_plan("WITH s AS (UPDATE ledger.streams"
 								   " SET last_seq = last_seq OPERATOR(pg_catalog.+) 1"
 								   " WHERE name OPERATOR(pg_catalog.=) $1"
-								   " RETURNING stream_id, last_seq, schema_version)"
+								   " RETURNING stream_id, last_seq)"
 								   " INSERT INTO ledger.entries (id, seq, created_at, stream_id,"
 								   " schema_version, order_key, dedup_key, payload, metadata, tags,"
 								   " annotations)"
 								   " SELECT pg_catalog.nextval('ledger.entries_id_seq'::pg_catalog.regclass),"
 								   " s.last_seq, pg_catalog.now(), s.stream_id,"
-								   " COALESCE($2, s.schema_version), $3, '', $4, $5, $6, '{}' FROM s"
+								   " $2, $3, '', $4, $5, $6, '{}' FROM s"
 								   " RETURNING id, seq, stream_id",
 								   6, types);
 	}
 	args[0] = CStringGetTextDatum(stream_name);
 	args[1] = Int32GetDatum(schema_version);
-	if (!has_version)
-		nulls[1] = 'n';
 	args[2] = PointerGetDatum(item->order_key);
 	args[3] = PointerGetDatum(item->payload);
 	args[4] = PointerGetDatum(item->metadata);
 	args[5] = PointerGetDatum(item->tags);
-	rc = SPI_execute_plan(plan, args, nulls, false, 0);
+	rc = SPI_execute_plan(plan, args, NULL, false, 0);
 	ledger_spi_check(rc, SPI_OK_INSERT_RETURNING, "append");
 	if (SPI_processed == 0)
 		return false;
@@ -363,6 +361,7 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 		return;
 
 	ledger_spi_connect();
+	version = has_version ? schema_version : ledger_current_version(stream_name);
 
 	/*
 	 * The horizon must know our floor before we draw an id.  Publishing it
@@ -377,7 +376,7 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 		ledger_horizon_before_id();
 		for (attempt = 0; attempt < 2; attempt++)
 		{
-			if (append_one_fast(stream_name, &items[0], has_version, schema_version, &stream_id))
+			if (append_one_fast(stream_name, &items[0], version, &stream_id))
 				break;
 			ledger_stream_create(stream_name);
 		}
@@ -393,7 +392,7 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 					 errmsg("stream \"%s\" is at seq " INT64_FORMAT ", not at the expected seq " INT64_FORMAT,
 							stream_name, items[0].seq - 1, expected_seq),
 					 errdetail("The stream's last seq is " INT64_FORMAT ".", items[0].seq - 1)));
-		ledger_horizon_appended(stream_id);
+		ledger_wait_note_append(stream_id);
 		SPI_finish();
 		return;
 	}
@@ -419,8 +418,6 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 	{
 		int64		next_seq = prev_last_seq;
 
-		version = has_version ? schema_version : stream.schema_version;
-
 		/* The horizon must know our floor before we draw an id. */
 		ledger_horizon_before_id();
 		for (i = 0; i < nitems; i++)
@@ -434,7 +431,7 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 			insert_one(stream.stream_id, version, &items[0]);
 		else
 			insert_many(stream.stream_id, version, items, nitems, nnew);
-		ledger_horizon_appended(stream.stream_id);
+		ledger_wait_note_append(stream.stream_id);
 	}
 
 	/* In-batch duplicates point at the item that came first. */
@@ -688,8 +685,7 @@ ledger_append_batch_jsonb(PG_FUNCTION_ARGS)
 	if (!JB_ROOT_IS_ARRAY(entries) || JB_ROOT_IS_SCALAR(entries))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("entries must be a JSON array, not %s",
-						JsonbToCString(NULL, &entries->root, VARSIZE(entries)))));
+				 errmsg("entries must be a JSON array, not %s", ledger_jsonb_kind(entries))));
 
 	nitems = JB_ROOT_COUNT(entries);
 	items = palloc0(sizeof(LedgerAppendItem) * Max(nitems, 1));

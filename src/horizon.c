@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * src/horizon.c
- *		The commit-order horizon behind read_all(): the lowest id that some
- *		open transaction may still commit.  Every id below it is settled
- *		(committed and visible to a new snapshot, or gone for good).
+ *		The commit-order horizon behind read_all() and the export worker:
+ *		the lowest id that some open transaction may still commit.  Every
+ *		id below it is settled (committed and visible to a new snapshot, or
+ *		gone for good).
  *
  * Ids come from a CACHE 1 sequence, so they are handed out in real-time
  * order.  Before a transaction draws its first id it publishes a floor
@@ -13,11 +14,11 @@
  *		horizon = min(L + 1, every published floor of this database)
  *
  * A floor the reader does not see was published after it read L, so its
- * ids are all > L and excluded anyway.  Floors are cleared by the
- * transaction callback, which runs after the commit (or abort) has become
- * visible to new snapshots; read_all takes its snapshot after computing the
- * horizon, so it sees every committed entry below it.  No lock is taken on
- * the append path: the floor is a per-backend atomic in shared memory.
+ * ids are all > L and excluded anyway.  Floors are cleared at the end of
+ * the transaction (xact.c), after the commit (or abort) has become visible
+ * to new snapshots; readers take their snapshot after computing the
+ * horizon, so they see every committed entry below it.  No lock is taken
+ * on the append path: the floor is a per-backend atomic in shared memory.
  *
  * Without shared_preload_libraries there is no shared memory of ours, so
  * the floor is published as a transaction-scoped share lock on an advisory
@@ -31,85 +32,21 @@
  */
 #include "ledger.h"
 
-#include "access/twophase.h"
-#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
-#include "storage/proc.h"
-#include "storage/shmem.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
-#include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/timestamp.h"
 
 #include "shmem.h"
 
 /* field4 of our advisory lock tags; pg_advisory_* use 1 and 2 */
 #define LEDGER_FLOOR_LOCK_CLASS 0x4c47
 
-LedgerShared *ledger_shared = NULL;
-
-/* Per-transaction state of this backend. */
+/* The floor this backend's open transaction published, 0 if none. */
 static int64 xact_floor = 0;
-static int32 *xact_streams = NULL;
-static int	xact_nstreams = 0;
-static int	xact_maxstreams = 0;
-
-static Size
-shared_size(void)
-{
-	int			nprocs = MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
-
-	return add_size(offsetof(LedgerShared, slots),
-					mul_size(nprocs, sizeof(LedgerProcSlot)));
-}
-
-void
-ledger_horizon_shmem_request(void)
-{
-	RequestAddinShmemSpace(shared_size());
-}
-
-void
-ledger_horizon_shmem_startup(void)
-{
-	bool		found;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	ledger_shared = ShmemInitStruct("ledger", shared_size(), &found);
-	if (!found)
-	{
-		int			i;
-
-		SpinLockInit(&ledger_shared->worker_mutex);
-		memset(ledger_shared->workers, 0, sizeof(ledger_shared->workers));
-		ledger_shared->launcher_pid = 0;
-		ledger_shared->nslots = MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
-		pg_atomic_init_u32(&ledger_shared->nwaiters, 0);
-		for (i = 0; i < ledger_shared->nslots; i++)
-		{
-			LedgerProcSlot *slot = &ledger_shared->slots[i];
-
-			pg_atomic_init_u64(&slot->floor, 0);
-			pg_atomic_init_u32(&slot->waiting, 0);
-			slot->dboid = InvalidOid;
-			slot->pid = 0;
-			slot->floor_since = 0;
-			slot->wait_dboid = InvalidOid;
-			slot->wait_stream = 0;
-		}
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-LedgerProcSlot *
-ledger_my_slot(void)
-{
-	Assert(ledger_shared != NULL && MyProc != NULL);
-	Assert(MyProc->pgprocno < ledger_shared->nslots);
-	return &ledger_shared->slots[MyProc->pgprocno];
-}
 
 /* last_value of ledger.entries_id_seq, 0 before its first nextval */
 static int64
@@ -138,7 +75,8 @@ set_floor_locktag(LOCKTAG *tag, int64 floor)
 }
 
 /*
- * Called by append before it draws its first id in this transaction.
+ * Called before the transaction draws its first id (an entry's or a change
+ * record's).
  */
 void
 ledger_horizon_before_id(void)
@@ -153,8 +91,8 @@ ledger_horizon_before_id(void)
 	{
 		LedgerProcSlot *slot = ledger_my_slot();
 
-		slot->dboid = MyDatabaseId;
-		slot->pid = MyProcPid;
+		slot->floor_dboid = MyDatabaseId;
+		slot->floor_pid = MyProcPid;
 		slot->floor_since = GetCurrentTimestamp();
 		pg_write_barrier();
 		pg_atomic_write_u64(&slot->floor, (uint64) floor);
@@ -177,28 +115,6 @@ ledger_horizon_before_id(void)
 		CurrentResourceOwner = save;
 	}
 	xact_floor = floor;
-}
-
-/* Remember a stream this transaction appended to, for commit wake-ups. */
-void
-ledger_horizon_appended(int32 stream_id)
-{
-	int			i;
-
-	for (i = 0; i < xact_nstreams; i++)
-		if (xact_streams[i] == stream_id)
-			return;
-	if (xact_nstreams == xact_maxstreams)
-	{
-		int			newmax = Max(8, xact_maxstreams * 2);
-
-		if (xact_streams == NULL)
-			xact_streams = MemoryContextAlloc(TopMemoryContext, newmax * sizeof(int32));
-		else
-			xact_streams = repalloc(xact_streams, newmax * sizeof(int32));
-		xact_maxstreams = newmax;
-	}
-	xact_streams[xact_nstreams++] = stream_id;
 }
 
 /* Lowest floor published through the lock table (no preload). */
@@ -248,7 +164,7 @@ ledger_horizon(void)
 			if (floor == 0)
 				continue;
 			pg_read_barrier();
-			if (slot->dboid == MyDatabaseId && (int64) floor < horizon)
+			if (slot->floor_dboid == MyDatabaseId && (int64) floor < horizon)
 				horizon = (int64) floor;
 		}
 	}
@@ -282,12 +198,12 @@ ledger_horizon_oldest(int *pid, TimestampTz *since, int64 *floor_id)
 		if (floor == 0)
 			continue;
 		pg_read_barrier();
-		if (slot->dboid != MyDatabaseId)
+		if (slot->floor_dboid != MyDatabaseId)
 			continue;
 		if (!found || (int64) floor < *floor_id)
 		{
 			*floor_id = (int64) floor;
-			*pid = slot->pid;
+			*pid = slot->floor_pid;
 			*since = slot->floor_since;
 			found = true;
 		}
@@ -295,63 +211,30 @@ ledger_horizon_oldest(int *pid, TimestampTz *since, int64 *floor_id)
 	return found;
 }
 
-static void
-clear_floor(void)
+/* PREPARE TRANSACTION would keep the floor published without a backend. */
+void
+ledger_horizon_check_prepare(void)
 {
-	if (xact_floor != 0 && ledger_shared != NULL)
+	if (xact_floor != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot PREPARE a transaction that appended to a ledger stream"),
+				 errdetail("A prepared append would hold back every read_all() consumer until COMMIT PREPARED.")));
+}
+
+/*
+ * At the end of the transaction (its outcome already visible): withdraw
+ * the floor.  Returns whether there was one, i.e. whether the horizon may
+ * have moved.  The lock-table floor goes with the transaction's locks.
+ */
+bool
+ledger_horizon_release(void)
+{
+	if (xact_floor == 0)
+		return false;
+	if (ledger_shared != NULL)
 		pg_atomic_write_u64(&ledger_my_slot()->floor, 0);
 	xact_floor = 0;
-	xact_nstreams = 0;
-}
-
-static void
-horizon_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_PRE_PREPARE:
-			if (xact_floor != 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						 errmsg("cannot PREPARE a transaction that appended to a ledger stream"),
-						 errdetail("A prepared append would hold back every read_all() consumer until COMMIT PREPARED.")));
-			break;
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (xact_floor != 0)
-			{
-				int			nstreams = xact_nstreams;
-
-				/* Our commit is visible by now: drop the floor, then wake. */
-				clear_floor();
-				pg_memory_barrier();
-				ledger_wait_wake(xact_streams, nstreams, true);
-			}
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			{
-				bool		had_floor = (xact_floor != 0);
-
-				ledger_entries_writable(false);
-				ledger_wait_unregister();
-				clear_floor();
-				pg_memory_barrier();
-				if (had_floor)
-					ledger_wait_wake(NULL, 0, true);
-			}
-			break;
-		default:
-			break;
-	}
-}
-
-void
-ledger_horizon_init(void)
-{
-	/*
-	 * A backend that exits mid-transaction aborts it on the way out, so the
-	 * abort branch also covers pg_terminate_backend().
-	 */
-	RegisterXactCallback(horizon_xact_callback, NULL);
+	pg_memory_barrier();
+	return true;
 }

@@ -1,14 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * src/ledger.c
- *		Module entry point: GUCs, shared-memory hooks and the preload check.
+ *		Module entry point: the GUCs, the hooks, the preload check.
  *
  *-------------------------------------------------------------------------
  */
 #include "ledger.h"
 
 #include "miscadmin.h"
-#include "storage/ipc.h"
 #include "nodes/pg_list.h"
 #include "utils/guc.h"
 #include "utils/varlena.h"
@@ -16,12 +15,7 @@
 PG_MODULE_MAGIC;
 
 int			ledger_max_payload_bytes = 1024 * 1024;
-int			ledger_worker_naptime_ms = 1000;
-int			ledger_retention_batch = 1000;
 bool		ledger_loaded_via_preload = false;
-
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 void		_PG_init(void);
 
@@ -53,38 +47,30 @@ trust_as_output_plugin(void)
 					PGC_POSTMASTER, PGC_S_DYNAMIC_DEFAULT);
 }
 
-static void
-ledger_shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	ledger_horizon_shmem_request();
-}
-
-static void
-ledger_shmem_startup(void)
-{
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	ledger_horizon_shmem_startup();
-}
-
 void
 _PG_init(void)
 {
 	/* SUSET: a limit that the writers it protects against cannot raise */
 	DefineCustomIntVariable("ledger.max_payload_bytes",
-							"Largest payload (jsonb size in bytes) that append accepts.",
-							NULL,
+							"Largest entry that append accepts: payload, metadata, tags and annotations together, in bytes.",
+							"set_tags and set_annotations keep an entry within it too.",
 							&ledger_max_payload_bytes,
 							1024 * 1024, 1, 512 * 1024 * 1024,
 							PGC_SUSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ledger.worker_naptime",
-							"Longest sleep of the background worker between passes.",
-							"The worker is also woken at once by commits of appends.",
+							"Longest the background worker sleeps when nothing wakes it.",
+							"Commits of appends, new sinks and retention limits wake it at once; this is a backstop.",
 							&ledger_worker_naptime_ms,
+							60000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ledger.retention_interval",
+							"Shortest time between two retention passes of the background worker while appends arrive.",
+							NULL,
+							&ledger_retention_interval_ms,
 							1000, 10, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
@@ -107,8 +93,7 @@ _PG_init(void)
 
 	MarkGUCPrefixReserved("ledger");
 
-	ledger_horizon_init();
-	ledger_worker_init();
+	ledger_xact_init();
 
 	/* Everything below needs to run in the postmaster. */
 	if (!process_shared_preload_libraries_in_progress)
@@ -116,12 +101,8 @@ _PG_init(void)
 
 	ledger_loaded_via_preload = true;
 	trust_as_output_plugin();
-
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = ledger_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = ledger_shmem_startup;
-
+	ledger_shmem_init();
+	ledger_launcher_init();
 	ledger_register_launcher();
 }
 

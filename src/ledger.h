@@ -14,6 +14,7 @@
 #include "fmgr.h"
 #include "nodes/execnodes.h"
 #include "utils/jsonb.h"
+#include "utils/array.h"
 #include "utils/timestamp.h"
 
 #include "pattern.h"
@@ -23,19 +24,20 @@
 
 /* ledger.c: GUCs and preload state */
 extern int	ledger_max_payload_bytes;
-extern int	ledger_worker_naptime_ms;
-extern int	ledger_retention_batch;
 extern bool ledger_loaded_via_preload;
 
 extern void ledger_require_preload(const char *what);
 
 /* validate.c: argument checks that raise 22023/54000 naming the bad value */
-extern char *ledger_check_stream_name(text *name);
 extern char *ledger_quote_value(const char *s, int len);
 extern void ledger_check_name_bytes(const char *s, int len, const char *what);
+extern char *ledger_check_stream_name(text *name);
 extern void ledger_check_string_object(Jsonb *value, const char *argname,
 									   bool allow_null_values);
 extern void ledger_check_payload(Jsonb *payload, int ordinal);
+extern void ledger_check_entry_size(Jsonb *payload, Jsonb *metadata, ArrayType *tags,
+									Jsonb *annotations, int ordinal);
+extern const char *ledger_jsonb_kind(Jsonb *value);
 extern void ledger_check_tags(ArrayType *tags, const char *argname);
 extern int32 ledger_check_limit(int32 limit);
 extern Jsonb *ledger_jsonb_arg(FunctionCallInfo fcinfo, int argno);
@@ -45,25 +47,34 @@ extern void ledger_spi_connect(void);
 extern SPIPlanPtr ledger_prepare_plan(const char *sql, int nargs, Oid *argtypes);
 extern void ledger_spi_check(int rc, int expected, const char *what);
 
+/* owner.c: who ledger's code runs as */
+typedef struct LedgerSavedUser
+{
+	Oid			userid;
+	int			sec_context;
+} LedgerSavedUser;
+
+extern Oid	ledger_extension_owner(void);
+extern void ledger_become_owner(LedgerSavedUser *saved);
+extern void ledger_restore_user(LedgerSavedUser *saved);
+
 /* stream.c: the per-stream row that counts, numbers and locks appends */
 typedef struct LedgerStream
 {
 	int32		stream_id;
 	int64		last_seq;		/* highest seq ever appended */
 	int64		trimmed_seq;	/* every seq <= this was trimmed */
-	int32		schema_version; /* current version (set_schema_version) */
 	TimestampTz created_at;
 	bool		has_last_appended_at;
 	TimestampTz last_appended_at;	/* kept for streams emptied by trim */
 } LedgerStream;
 
-extern bool ledger_stream_lookup(const char *name, LedgerStream *stream);
+extern bool ledger_stream_lookup(const char *name, bool read_only, LedgerStream *stream);
 extern void ledger_stream_create(const char *name);
 extern void ledger_stream_lock(const char *name, int64 seq_delta,
 							   LedgerStream *stream);
+extern bool ledger_stream_try_lock(int32 stream_id);
 extern void ledger_stream_unbump(int32 stream_id, int64 seq_delta);
-extern int32 ledger_resolve_schema_version(const char *name);
-extern void ledger_refresh_stream_versions(const char *pattern);
 
 /* append.c */
 typedef struct LedgerAppendItem
@@ -83,28 +94,9 @@ extern void LedgerAppend(const char *stream, LedgerAppendItem *items, int nitems
 						 bool has_version, int32 schema_version,
 						 bool has_expected_seq, int64 expected_seq);
 
-/* worker.c: launcher and per-database workers */
-extern int	ledger_export_batch;
-extern void ledger_register_launcher(void);
-extern void ledger_worker_init(void);
-extern void ledger_worker_request(void);
-extern void ledger_health_worker_checks(ReturnSetInfo *rsinfo);
-
-/* sink_admin.c */
-struct LedgerSinkOps;
-extern const struct LedgerSinkOps *ledger_sink_ops(const char *kind);
-
-/* read.c */
-extern TupleDesc ledger_entry_tupdesc(void);
-
-/* retention.c */
-extern int64 LedgerTrim(const char *stream, int64 before_id, int64 max_rows);
-extern int64 LedgerEnforceRetention(const char *stream, bool has_max_entries,
-									int64 max_entries, Interval *max_age,
-									int64 export_floor, int64 batch);
-
-/* upcast.c */
+/* upcast.c: schema versions and upcasters */
 typedef struct LedgerUpcastPlan LedgerUpcastPlan;
+extern int32 ledger_current_version(const char *stream);
 extern LedgerUpcastPlan *ledger_upcast_plan(const char *stream, int32 target_version,
 											bool explicit_target);
 extern Jsonb *ledger_upcast(LedgerUpcastPlan *plan, Jsonb *payload,
@@ -113,19 +105,87 @@ extern Jsonb *ledger_upcast(LedgerUpcastPlan *plan, Jsonb *payload,
 /* guard.c: the only door through which entries may change */
 extern void ledger_entries_writable(bool writable);
 
-/* horizon.c: commit-order horizon in shared memory */
-extern void ledger_horizon_shmem_request(void);
-extern void ledger_horizon_shmem_startup(void);
-extern void ledger_horizon_init(void);
+/* retention.c: trim and retention */
+extern int	ledger_retention_batch;
+extern int	ledger_retention_interval_ms;
+
+typedef struct LedgerRetentionPass
+{
+	bool		has_rules;		/* the database has retention limits */
+	bool		more;			/* a stream has more to delete now */
+	bool		locked_out;		/* a stream was skipped: it was locked */
+	TimestampTz next_due;		/* when the next entry reaches max_age; 0 = never */
+} LedgerRetentionPass;
+
+extern int64 LedgerTrim(const char *stream, int64 before_id, int64 max_rows);
+extern void ledger_retention_pass(MemoryContext pass_cxt, LedgerRetentionPass *result);
+
+/* export.c: the sink driver */
+extern int	ledger_export_batch;
+
+typedef struct LedgerExportPass
+{
+	bool		has_sinks;
+	bool		extension_missing;
+	bool		more;			/* a sink has a backlog: run again now */
+	TimestampTz next_retry;		/* earliest retry of a failed sink; 0 = none */
+} LedgerExportPass;
+
+extern void ledger_export_pass(MemoryContext pass_cxt, LedgerExportPass *result);
+
+/* sink_admin.c */
+struct LedgerSinkOps;
+extern const struct LedgerSinkOps *ledger_sink_ops(const char *kind);
+
+/* worker.c: one database's background worker */
+extern int	ledger_worker_naptime_ms;
+extern bool ledger_worker_run_in_transaction(bool (*fn) (void *), void *arg,
+											 const char *what);
+extern bool ledger_worker_extension_is_current(void);
+
+/* launcher.c: the launcher and the worker registry */
+typedef struct LedgerWorkerStatus
+{
+	bool		launcher_running;
+	int			state;			/* a LedgerWorkerState (shmem.h) */
+	int			pid;
+	int			failures;
+	TimestampTz retry_at;
+} LedgerWorkerStatus;
+
+extern void ledger_register_launcher(void);
+extern void ledger_launcher_init(void);
+extern void ledger_worker_request(void);
+extern void ledger_launcher_xact_commit(void);
+extern void ledger_launcher_xact_abort(void);
+extern bool ledger_launcher_worker_status(Oid dboid, LedgerWorkerStatus *status);
+extern bool ledger_launcher_worker_claim(void);
+extern void ledger_launcher_worker_begin_pass(void);
+extern bool ledger_launcher_worker_leave(void);
+
+/* horizon.c: the commit-order horizon */
 extern void ledger_horizon_before_id(void);
-extern void ledger_horizon_appended(int32 stream_id);
 extern int64 ledger_horizon(void);
 extern bool ledger_horizon_oldest(int *pid, TimestampTz *since, int64 *floor_id);
+extern void ledger_horizon_check_prepare(void);
+extern bool ledger_horizon_release(void);
 
 /* wait.c: blocking reads woken on commit */
+extern void ledger_wait_note_append(int32 stream_id);
+extern void ledger_wait_prepare(void);
 extern void ledger_wait_register(int32 stream_id);
+extern void ledger_wait_register_permanently(void);
 extern void ledger_wait_unregister(void);
 extern bool ledger_wait_sleep(TimestampTz deadline);
-extern void ledger_wait_wake(const int32 *stream_ids, int nstreams, bool horizon_moved);
+extern uint64 ledger_wait_wakeups(void);
+extern void ledger_wait_poke(int procno);
+extern void ledger_wait_xact_commit(bool horizon_moved);
+extern void ledger_wait_xact_abort(bool top, bool horizon_moved);
+
+/* xact.c: the one transaction callback */
+extern void ledger_xact_init(void);
+
+/* shmem.c */
+extern void ledger_shmem_init(void);
 
 #endif							/* LEDGER_H */

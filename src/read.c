@@ -1,9 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * src/read.c
- *		The read side: read(), read_all(), get(), count(), stat(), streams(),
- *		and the two mutable side-data functions set_tags() and
- *		set_annotations().
+ *		The entry readers: read(), read_all() and get(), and the wait loop
+ *		that read and read_all share.
  *
  * Reads are keyset scans over the (stream_id, id) index (or the primary
  * key for read_all), so a page after a cursor costs the same in a stream of
@@ -11,20 +10,34 @@
  * gets its own plan, prepared on first use, so that the planner sees only
  * the predicates actually asked for.
  *
+ * Waiting (wait => interval): each attempt registers the backend as a
+ * waiter before its query takes a snapshot, so no commit slips between the
+ * query and the sleep (wait.c).  The registration is undone under
+ * PG_ENSURE_ERROR_CLEANUP, so a cancel or statement_timeout -- inside a
+ * savepoint or not -- never leaves it behind.  Each attempt runs in its own
+ * SPI connection and memory context, so a call that sleeps through 20,000
+ * commits uses as much memory as one that sleeps through none.
+ *
+ * Isolation: read_all (always) and read with wait read the latest committed
+ * entries, whatever the transaction's isolation level.  They are cursors
+ * over a log: read_all must see every settled id below the horizon, or a
+ * consumer would step over an entry for good, and a blocking tail exists to
+ * see what commits while it waits.  Other reads use the transaction's
+ * snapshot.
+ *
  *-------------------------------------------------------------------------
  */
 #include "ledger.h"
 
 #include "access/htup_details.h"
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "replication/message.h"
-#include "access/xlog.h"
+#include "storage/ipc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
@@ -32,11 +45,6 @@
 PG_FUNCTION_INFO_V1(ledger_read);
 PG_FUNCTION_INFO_V1(ledger_read_all);
 PG_FUNCTION_INFO_V1(ledger_get);
-PG_FUNCTION_INFO_V1(ledger_count);
-PG_FUNCTION_INFO_V1(ledger_stat);
-PG_FUNCTION_INFO_V1(ledger_streams);
-PG_FUNCTION_INFO_V1(ledger_set_tags);
-PG_FUNCTION_INFO_V1(ledger_set_annotations);
 
 /* Columns of ledger.entry, in order, for a query over entries e. */
 #define ENTRY_COLUMNS(stream_expr) \
@@ -45,7 +53,8 @@ PG_FUNCTION_INFO_V1(ledger_set_annotations);
 	" e.tags::pg_catalog.text[], e.annotations, e.created_at, e.updated_at"
 
 #define ENTRY_NATTS			12
-#define ENTRY_ATT_PAYLOAD	3	/* zero-based */
+#define ENTRY_ATT_STREAM	1	/* zero-based */
+#define ENTRY_ATT_PAYLOAD	3
 #define ENTRY_ATT_VERSION	6
 
 /* Optional filters of read(); each combination has its own plan. */
@@ -76,15 +85,13 @@ read_plan(int variant)
 		return plans[variant];
 
 	/*
-	 * One statement: the stream's id and current version come from
-	 * once-evaluated subqueries, and ORDER BY names the index's leading
-	 * column so that only (stream_id, [order_key,] id) can serve it -- never
-	 * a scan of the primary key filtered by stream.
+	 * One statement: the stream's id comes from a once-evaluated subquery,
+	 * and ORDER BY names the index's leading column so that only
+	 * (stream_id, [order_key,] id) can serve it -- never a scan of the
+	 * primary key filtered by stream.
 	 */
 	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT " ENTRY_COLUMNS("$1") ","
-						   " (SELECT s.schema_version FROM ledger.streams s"
-						   " WHERE s.name OPERATOR(pg_catalog.=) $1)"
+	appendStringInfoString(&sql, "SELECT " ENTRY_COLUMNS("$1")
 						   " FROM ledger.entries e"
 						   " WHERE e.stream_id OPERATOR(pg_catalog.=) (SELECT s.stream_id"
 						   " FROM ledger.streams s WHERE s.name OPERATOR(pg_catalog.=) $1)");
@@ -120,73 +127,127 @@ read_plan(int variant)
 }
 
 /*
- * Copies entries from an SPI result into a tuplestore, upcasting payloads
- * whose version differs from the target.  Upcast plans are resolved once
- * per stream per call.
+ * Where one call's entries go: the result tuplestore, upcasting payloads
+ * whose version differs from the target.  The target version and upcast
+ * plan of each stream met are resolved once per call and kept in a small
+ * hash in the call's context (read_all interleaves streams).
  */
+typedef struct StreamUpcast
+{
+	char		name[LEDGER_MAX_STREAM_BYTES + 1];	/* hash key */
+	int32		target;
+	LedgerUpcastPlan *plan;		/* NULL until an entry needs it */
+} StreamUpcast;
+
 typedef struct EntrySink
 {
 	Tuplestorestate *store;
 	TupleDesc	desc;
-	bool		explicit_target;	/* as_version given: no per-stream target */
-	int32		target;
-	/* read_all meets many streams: remember each one's plan */
-	char	   *plan_stream;
-	int32		plan_target;
-	LedgerUpcastPlan *plan;
+	bool		explicit_target;	/* as_version given */
+	int32		as_version;
+	MemoryContext call_cxt;		/* lives as long as the call */
 	MemoryContext row_cxt;		/* upcasting scratch, reset per entry */
+	HTAB	   *streams;		/* name -> StreamUpcast */
+	int64		emitted;
 } EntrySink;
 
 static void
-emit_entry(EntrySink *sink, HeapTuple tuple, TupleDesc spidesc, int32 target)
+entry_sink_init(EntrySink *sink, FunctionCallInfo fcinfo, bool explicit_target, int32 as_version)
 {
-	/* read_all's query carries the stream's version as one extra column */
-	Datum		values[ENTRY_NATTS + 1];
-	bool		nulls[ENTRY_NATTS + 1];
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASHCTL		ctl;
+
+	InitMaterializedSRF(fcinfo, 0);
+	memset(sink, 0, sizeof(*sink));
+	sink->store = rsinfo->setResult;
+	sink->desc = rsinfo->setDesc;
+	sink->explicit_target = explicit_target;
+	sink->as_version = as_version;
+	sink->call_cxt = CurrentMemoryContext;
+	sink->row_cxt = AllocSetContextCreate(CurrentMemoryContext, "ledger upcast row",
+										  ALLOCSET_DEFAULT_SIZES);
+	ctl.keysize = LEDGER_MAX_STREAM_BYTES + 1;
+	ctl.entrysize = sizeof(StreamUpcast);
+	ctl.hcxt = CurrentMemoryContext;
+	sink->streams = hash_create("ledger read streams", 16, &ctl,
+								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+}
+
+static StreamUpcast *
+stream_upcast(EntrySink *sink, text *stream)
+{
+	char		name[LEDGER_MAX_STREAM_BYTES + 1];
+	int			len = Min(VARSIZE_ANY_EXHDR(stream), LEDGER_MAX_STREAM_BYTES);
+	StreamUpcast *su;
+	bool		found;
+
+	memcpy(name, VARDATA_ANY(stream), len);
+	name[len] = '\0';
+	su = hash_search(sink->streams, name, HASH_ENTER, &found);
+	if (!found)
+	{
+		su->target = sink->explicit_target ? sink->as_version : ledger_current_version(name);
+		su->plan = NULL;
+	}
+	return su;
+}
+
+/* Add one entry (a row of ENTRY_COLUMNS) to the result, upcast as asked. */
+static void
+emit_entry(EntrySink *sink, HeapTuple tuple, TupleDesc spidesc)
+{
+	Datum		values[ENTRY_NATTS];
+	bool		nulls[ENTRY_NATTS];
+	StreamUpcast *su;
 	int32		version;
 	MemoryContext old;
 
-	Assert(spidesc->natts <= ENTRY_NATTS + 1);
+	Assert(spidesc->natts == ENTRY_NATTS);
 	heap_deform_tuple(tuple, spidesc, values, nulls);
+	su = stream_upcast(sink, DatumGetTextPP(values[ENTRY_ATT_STREAM]));
 	version = DatumGetInt32(values[ENTRY_ATT_VERSION]);
+	sink->emitted++;
+
 	/*
 	 * Upcast to the target; by default (no as_version) an entry stamped
 	 * with a version newer than the stream's current one is returned as
 	 * stored, since only an explicit as_version asks for a way down.
 	 */
-	if (version != target && (sink->explicit_target || version < target))
+	if (version == su->target || (!sink->explicit_target && version > su->target))
 	{
-		text	   *stream = DatumGetTextPP(values[1]);
-		int			len = VARSIZE_ANY_EXHDR(stream);
-
-		/* one plan per stream (and target) met in this call */
-		if (sink->plan == NULL || sink->plan_target != target ||
-			strlen(sink->plan_stream) != (size_t) len ||
-			memcmp(sink->plan_stream, VARDATA_ANY(stream), len) != 0)
-		{
-			sink->plan_stream = text_to_cstring(stream);
-			sink->plan_target = target;
-			sink->plan = ledger_upcast_plan(sink->plan_stream, target, sink->explicit_target);
-		}
-		if (sink->row_cxt == NULL)
-			sink->row_cxt = AllocSetContextCreate(CurrentMemoryContext, "ledger upcast row",
-												  ALLOCSET_DEFAULT_SIZES);
-		else
-			MemoryContextReset(sink->row_cxt);
-
-		/* the tuplestore copies the row, so the scratch can go right after */
-		old = MemoryContextSwitchTo(sink->row_cxt);
-		values[ENTRY_ATT_PAYLOAD] =
-			PointerGetDatum(ledger_upcast(sink->plan,
-										  DatumGetJsonbP(values[ENTRY_ATT_PAYLOAD]),
-										  version,
-										  DatumGetInt64(values[0])));
-		values[ENTRY_ATT_VERSION] = Int32GetDatum(target);
 		tuplestore_putvalues(sink->store, sink->desc, values, nulls);
-		MemoryContextSwitchTo(old);
 		return;
 	}
+	if (su->plan == NULL)
+	{
+		old = MemoryContextSwitchTo(sink->call_cxt);
+		su->plan = ledger_upcast_plan(su->name, su->target, sink->explicit_target);
+		MemoryContextSwitchTo(old);
+	}
+	/* the tuplestore copies the row, so the scratch can go right after */
+	MemoryContextReset(sink->row_cxt);
+	old = MemoryContextSwitchTo(sink->row_cxt);
+	values[ENTRY_ATT_PAYLOAD] =
+		PointerGetDatum(ledger_upcast(su->plan, DatumGetJsonbP(values[ENTRY_ATT_PAYLOAD]),
+									  version, DatumGetInt64(values[0])));
+	values[ENTRY_ATT_VERSION] = Int32GetDatum(su->target);
 	tuplestore_putvalues(sink->store, sink->desc, values, nulls);
+	MemoryContextSwitchTo(old);
+}
+
+/* Emit every row of the current SPI result, then free it. */
+static uint64
+emit_spi_result(EntrySink *sink)
+{
+	SPITupleTable *tuptable = SPI_tuptable;
+	uint64		nrows = SPI_processed;
+	uint64		r;
+
+	/* emit_entry may run queries of its own: keep our result */
+	for (r = 0; r < nrows; r++)
+		emit_entry(sink, tuptable->vals[r], tuptable->tupdesc);
+	SPI_freetuptable(tuptable);
+	return nrows;
 }
 
 static TimestampTz
@@ -203,23 +264,109 @@ wait_deadline(Interval *wait)
 												   IntervalPGetDatum(wait)));
 }
 
+/*
+ * One attempt of a read: register as a waiter (when waiting) before the
+ * query's snapshot, query, emit.  Returns the number of entries emitted.
+ */
+typedef uint64 (*ReadAttempt) (void *arg, bool waiting);
+
+static void
+wait_cleanup(int code, Datum arg)
+{
+	ledger_wait_unregister();
+}
+
+/*
+ * Run attempt until it finds something or, when waiting, the deadline
+ * passes; sleep on the latch in between.
+ */
+static void
+read_until(ReadAttempt attempt, void *arg, bool waiting, TimestampTz deadline)
+{
+	MemoryContext attempt_cxt;
+	MemoryContext old;
+
+	if (!waiting)
+	{
+		(void) attempt(arg, false);
+		return;
+	}
+
+	attempt_cxt = AllocSetContextCreate(CurrentMemoryContext, "ledger read attempt",
+										ALLOCSET_DEFAULT_SIZES);
+	ledger_wait_prepare();
+	PG_ENSURE_ERROR_CLEANUP(wait_cleanup, (Datum) 0);
+	{
+		for (;;)
+		{
+			uint64		found;
+
+			old = MemoryContextSwitchTo(attempt_cxt);
+			found = attempt(arg, true);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(attempt_cxt);
+			if (found > 0 || !ledger_wait_sleep(deadline))
+				break;
+		}
+	}
+	PG_END_ENSURE_ERROR_CLEANUP(wait_cleanup, (Datum) 0);
+	ledger_wait_unregister();
+	MemoryContextDelete(attempt_cxt);
+}
+
+/* --- read() -------------------------------------------------------------- */
+
+typedef struct ReadArgs
+{
+	EntrySink	sink;
+	char	   *stream_name;
+	int			variant;
+	int32		limit;
+	Datum		args[READ_NARGS];
+	char		argnulls[READ_NARGS];
+} ReadArgs;
+
+static uint64
+read_attempt(void *arg, bool waiting)
+{
+	ReadArgs   *ra = (ReadArgs *) arg;
+	uint64		n;
+	int			rc;
+
+	ledger_spi_connect();
+	if (waiting)
+	{
+		LedgerStream stream;
+
+		/*
+		 * A stream that does not exist yet is waited for as "anything in
+		 * this database"; once it exists, as itself.  A waiting read uses a
+		 * fresh snapshot, to see commits made after its transaction began.
+		 */
+		ledger_wait_register(ledger_stream_lookup(ra->stream_name, false, &stream) ? stream.stream_id : 0);
+		PushActiveSnapshot(GetLatestSnapshot());
+	}
+	rc = SPI_execute_plan(read_plan(ra->variant), ra->args, ra->argnulls, true, ra->limit);
+	if (waiting)
+		PopActiveSnapshot();
+	ledger_spi_check(rc, SPI_OK_SELECT, "read");
+	n = emit_spi_result(&ra->sink);
+	SPI_finish();
+	return n;
+}
+
 Datum
 ledger_read(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *stream_name;
-	int64		after;
-	int32		limit;
+	ReadArgs	ra;
 	bool		descending;
-	int			variant = 0;
-	Datum		args[READ_NARGS];
-	char		argnulls[READ_NARGS];
+	int64		after;
 	bool		waiting;
 	TimestampTz deadline = 0;
-	EntrySink	sink;
 
-	stream_name = ledger_check_stream_name(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
-	limit = PG_ARGISNULL(2) ? 100 : ledger_check_limit(PG_GETARG_INT32(2));
+	memset(&ra, 0, sizeof(ra));
+	ra.stream_name = ledger_check_stream_name(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	ra.limit = PG_ARGISNULL(2) ? 100 : ledger_check_limit(PG_GETARG_INT32(2));
 	descending = PG_ARGISNULL(3) ? false : PG_GETARG_BOOL(3);
 	after = PG_ARGISNULL(1) ? (descending ? PG_INT64_MAX : 0) : PG_GETARG_INT64(1);
 	waiting = !PG_ARGISNULL(10);
@@ -235,12 +382,12 @@ ledger_read(PG_FUNCTION_ARGS)
 		deadline = wait_deadline(PG_GETARG_INTERVAL_P(10));
 	}
 
-	memset(argnulls, ' ', sizeof(argnulls));
-	args[0] = CStringGetTextDatum(stream_name);
-	args[1] = Int64GetDatum(after);
-	args[2] = Int64GetDatum(limit);
+	memset(ra.argnulls, ' ', sizeof(ra.argnulls));
+	ra.args[0] = CStringGetTextDatum(ra.stream_name);
+	ra.args[1] = Int64GetDatum(after);
+	ra.args[2] = Int64GetDatum(ra.limit);
 	if (descending)
-		variant |= READ_DESCENDING;
+		ra.variant |= READ_DESCENDING;
 	/* each filter given selects its own plan */
 	for (int i = 0; i < 5; i++)
 	{
@@ -248,69 +395,89 @@ ledger_read(PG_FUNCTION_ARGS)
 
 		if (PG_ARGISNULL(arg))
 		{
-			args[3 + i] = (Datum) 0;
-			argnulls[3 + i] = 'n';
+			ra.args[3 + i] = (Datum) 0;
+			ra.argnulls[3 + i] = 'n';
 		}
 		else
 		{
-			args[3 + i] = PG_GETARG_DATUM(arg);
-			variant |= READ_ORDER_KEY << i;
+			ra.args[3 + i] = PG_GETARG_DATUM(arg);
+			ra.variant |= READ_ORDER_KEY << i;
 		}
 	}
 
-	InitMaterializedSRF(fcinfo, 0);
-	memset(&sink, 0, sizeof(sink));
-	sink.store = rsinfo->setResult;
-	sink.desc = rsinfo->setDesc;
-	sink.explicit_target = !PG_ARGISNULL(9);
+	entry_sink_init(&ra.sink, fcinfo, !PG_ARGISNULL(9), PG_ARGISNULL(9) ? 0 : PG_GETARG_INT32(9));
+	read_until(read_attempt, &ra, waiting, deadline);
+	return (Datum) 0;
+}
 
-	ledger_spi_connect();
+/* --- read_all() ---------------------------------------------------------- */
 
-	for (;;)
+typedef struct ReadAllArgs
+{
+	EntrySink	sink;
+	int			variant;		/* 0 every stream, 1 exact name, 2 prefix */
+	int64		after;
+	int32		limit;
+	Datum		args[4];
+} ReadAllArgs;
+
+static SPIPlanPtr
+read_all_plan(int variant)
+{
+	static SPIPlanPtr plans[3];
+
+	if (plans[variant] == NULL)
 	{
-		SPITupleTable *tuptable;
-		uint64		nrows;
-		uint64		r;
-		int			rc;
+		static const char *const filters[3] = {
+			"",
+			" AND s.name OPERATOR(pg_catalog.=) $3",
+			" AND pg_catalog.starts_with(s.name, $3)"
+		};
+		Oid			types[4] = {INT8OID, INT8OID, TEXTOID, INT8OID};
+		char	   *sql = psprintf("SELECT " ENTRY_COLUMNS("s.name::pg_catalog.text")
+								   " FROM ledger.entries e"
+								   " JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id"
+								   " WHERE e.id OPERATOR(pg_catalog.>) $1 AND e.id OPERATOR(pg_catalog.<) $2%s"
+								   " ORDER BY e.id LIMIT $4",
+								   filters[variant]);
+
+		plans[variant] = ledger_prepare_plan(sql, 4, types);
+		pfree(sql);
+	}
+	return plans[variant];
+}
+
+static uint64
+read_all_attempt(void *arg, bool waiting)
+{
+	ReadAllArgs *ra = (ReadAllArgs *) arg;
+	int64		horizon;
+	uint64		n = 0;
+	int			rc;
+
+	if (waiting)
+		ledger_wait_register(0);
+	ledger_spi_connect();
+	/* The horizon is computed before the query takes its snapshot. */
+	horizon = ledger_horizon();
+	if (horizon > ra->after + 1)
+	{
+		ra->args[1] = Int64GetDatum(horizon);
 
 		/*
-		 * A waiter registers before its query takes a snapshot, so no commit
-		 * slips between; a stream that does not exist yet is waited for as
-		 * "anything in this database".  A waiting read also uses a fresh
-		 * snapshot, to see commits made after its transaction began.
+		 * Read with a snapshot taken after the horizon, even in a
+		 * REPEATABLE READ transaction: an older snapshot could miss an entry
+		 * below the horizon that committed since, and the next call (after
+		 * a higher id) would skip it for good.
 		 */
-		if (waiting)
-		{
-			LedgerStream stream;
-
-			ledger_wait_register(ledger_stream_lookup(stream_name, &stream) ? stream.stream_id : 0);
-			PushActiveSnapshot(GetLatestSnapshot());
-		}
-		rc = SPI_execute_plan(read_plan(variant), args, argnulls, waiting, limit);
-		if (waiting)
-			PopActiveSnapshot();
-		ledger_spi_check(rc, SPI_OK_SELECT, "read");
-
-		/* emit_entry may run queries of its own: keep our result */
-		tuptable = SPI_tuptable;
-		nrows = SPI_processed;
-		for (r = 0; r < nrows; r++)
-		{
-			HeapTuple	tup = tuptable->vals[r];
-			bool		isnull;
-			int32		target = sink.explicit_target ? PG_GETARG_INT32(9) :
-				DatumGetInt32(SPI_getbinval(tup, tuptable->tupdesc, ENTRY_NATTS + 1, &isnull));
-
-			emit_entry(&sink, tup, tuptable->tupdesc, target);
-		}
-		if (nrows > 0 || !waiting || !ledger_wait_sleep(deadline))
-			break;
+		PushActiveSnapshot(GetLatestSnapshot());
+		rc = SPI_execute_plan(read_all_plan(ra->variant), ra->args, NULL, true, ra->limit);
+		PopActiveSnapshot();
+		ledger_spi_check(rc, SPI_OK_SELECT, "read_all");
+		n = emit_spi_result(&ra->sink);
 	}
-	if (waiting)
-		ledger_wait_unregister();
-
 	SPI_finish();
-	return (Datum) 0;
+	return n;
 }
 
 /*
@@ -320,19 +487,14 @@ ledger_read(PG_FUNCTION_ARGS)
 Datum
 ledger_read_all(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plans[3];
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int64		after;
-	int32		limit;
-	int			variant = 0;
+	ReadAllArgs ra;
 	char	   *pattern = NULL;
 	bool		waiting;
 	TimestampTz deadline = 0;
-	Datum		args[4];
-	EntrySink	sink;
 
-	after = PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0);
-	limit = PG_ARGISNULL(1) ? 100 : ledger_check_limit(PG_GETARG_INT32(1));
+	memset(&ra, 0, sizeof(ra));
+	ra.after = PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0);
+	ra.limit = PG_ARGISNULL(1) ? 100 : ledger_check_limit(PG_GETARG_INT32(1));
 	if (!PG_ARGISNULL(2))
 	{
 		bool		is_prefix;
@@ -341,10 +503,10 @@ ledger_read_all(PG_FUNCTION_ARGS)
 		if (is_prefix)
 		{
 			pattern[strlen(pattern) - 1] = '\0';
-			variant = pattern[0] ? 2 : 0;	/* '*' is every stream */
+			ra.variant = pattern[0] ? 2 : 0;	/* '*' is every stream */
 		}
 		else
-			variant = 1;
+			ra.variant = 1;
 	}
 	waiting = !PG_ARGISNULL(3);
 	if (waiting)
@@ -353,84 +515,16 @@ ledger_read_all(PG_FUNCTION_ARGS)
 		deadline = wait_deadline(PG_GETARG_INTERVAL_P(3));
 	}
 
-	InitMaterializedSRF(fcinfo, 0);
-	memset(&sink, 0, sizeof(sink));
-	sink.store = rsinfo->setResult;
-	sink.desc = rsinfo->setDesc;
+	ra.args[0] = Int64GetDatum(ra.after);
+	ra.args[2] = CStringGetTextDatum(pattern ? pattern : "");
+	ra.args[3] = Int64GetDatum(ra.limit);
 
-	args[0] = Int64GetDatum(after);
-	args[2] = CStringGetTextDatum(pattern ? pattern : "");
-	args[3] = Int64GetDatum(limit);
-
-	ledger_spi_connect();
-	if (plans[variant] == NULL)
-	{
-		static const char *const filters[3] = {
-			"",
-			" AND s.name OPERATOR(pg_catalog.=) $3",
-			" AND pg_catalog.starts_with(s.name, $3)"
-		};
-		Oid			types[4] = {INT8OID, INT8OID, TEXTOID, INT8OID};
-		char	   *sql = psprintf("SELECT " ENTRY_COLUMNS("s.name::pg_catalog.text") ", s.schema_version"
-								   " FROM ledger.entries e"
-								   " JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id"
-								   " WHERE e.id OPERATOR(pg_catalog.>) $1 AND e.id OPERATOR(pg_catalog.<) $2%s"
-								   " ORDER BY e.id LIMIT $4",
-								   filters[variant]);
-
-		plans[variant] = ledger_prepare_plan(sql, 4, types);
-	}
-
-
-	for (;;)
-	{
-		int64		horizon;
-		SPITupleTable *tuptable;
-		uint64		nrows;
-		int			rc;
-		uint64		r;
-
-		if (waiting)
-			ledger_wait_register(0);
-		/* The horizon is computed before the query takes its snapshot. */
-		horizon = ledger_horizon();
-		if (horizon > after + 1)
-		{
-			args[1] = Int64GetDatum(horizon);
-
-			/*
-			 * Read with a snapshot taken after the horizon, even in a
-			 * REPEATABLE READ transaction: an older snapshot could miss an
-			 * entry below the horizon that committed since, and the next
-			 * call (after a higher id) would skip it for good.
-			 */
-			PushActiveSnapshot(GetLatestSnapshot());
-			rc = SPI_execute_plan(plans[variant], args, NULL, true, limit);
-			PopActiveSnapshot();
-			ledger_spi_check(rc, SPI_OK_SELECT, "read_all");
-			tuptable = SPI_tuptable;
-			nrows = SPI_processed;
-			for (r = 0; r < nrows; r++)
-			{
-				HeapTuple	tup = tuptable->vals[r];
-				bool		isnull;
-				int32		target = DatumGetInt32(SPI_getbinval(tup, tuptable->tupdesc,
-																 ENTRY_NATTS + 1, &isnull));
-
-				emit_entry(&sink, tup, tuptable->tupdesc, target);
-			}
-			if (nrows > 0)
-				break;
-		}
-		if (!waiting || !ledger_wait_sleep(deadline))
-			break;
-	}
-	if (waiting)
-		ledger_wait_unregister();
-
-	SPI_finish();
+	entry_sink_init(&ra.sink, fcinfo, false, 0);
+	read_until(read_all_attempt, &ra, waiting, deadline);
 	return (Datum) 0;
 }
+
+/* --- get() --------------------------------------------------------------- */
 
 static void
 seq_out_of_range(const char *stream_name, int64 seq, const LedgerStream *stream)
@@ -462,6 +556,7 @@ ledger_get(PG_FUNCTION_ARGS)
 	Datum		values[ENTRY_NATTS];
 	bool		nulls[ENTRY_NATTS];
 	HeapTupleHeader result;
+	int32		target;
 	int			rc;
 
 	stream_name = ledger_check_stream_name(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
@@ -476,7 +571,7 @@ ledger_get(PG_FUNCTION_ARGS)
 
 	ledger_spi_connect();
 
-	if (!ledger_stream_lookup(stream_name, &stream))
+	if (!ledger_stream_lookup(stream_name, true, &stream))
 	{
 		memset(&stream, 0, sizeof(stream));
 		seq_out_of_range(stream_name, seq, &stream);
@@ -496,313 +591,25 @@ ledger_get(PG_FUNCTION_ARGS)
 	args[0] = CStringGetTextDatum(stream_name);
 	args[1] = Int32GetDatum(stream.stream_id);
 	args[2] = Int64GetDatum(seq);
-	rc = SPI_execute_plan(plan, args, NULL, false, 1);
+	rc = SPI_execute_plan(plan, args, NULL, true, 1);
 	ledger_spi_check(rc, SPI_OK_SELECT, "get");
 	if (SPI_processed == 0)
 		seq_out_of_range(stream_name, seq, &stream);
 
 	heap_deform_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, values, nulls);
-	if (DatumGetInt32(values[ENTRY_ATT_VERSION]) < stream.schema_version)
+	target = ledger_current_version(stream_name);
+	if (DatumGetInt32(values[ENTRY_ATT_VERSION]) < target)
 	{
-		LedgerUpcastPlan *up = ledger_upcast_plan(stream_name, stream.schema_version, false);
+		LedgerUpcastPlan *up = ledger_upcast_plan(stream_name, target, false);
 
 		values[ENTRY_ATT_PAYLOAD] =
 			PointerGetDatum(ledger_upcast(up, DatumGetJsonbP(values[ENTRY_ATT_PAYLOAD]),
 										  DatumGetInt32(values[ENTRY_ATT_VERSION]),
 										  DatumGetInt64(values[0])));
-		values[ENTRY_ATT_VERSION] = Int32GetDatum(stream.schema_version);
+		values[ENTRY_ATT_VERSION] = Int32GetDatum(target);
 	}
 	result = SPI_returntuple(heap_form_tuple(desc, values, nulls), desc);
 	SPI_finish();
 	PG_RETURN_HEAPTUPLEHEADER(result);
 }
 
-Datum
-ledger_count(PG_FUNCTION_ARGS)
-{
-	char	   *stream_name;
-	LedgerStream stream;
-	int64		count = 0;
-
-	stream_name = ledger_check_stream_name(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
-	ledger_spi_connect();
-	if (ledger_stream_lookup(stream_name, &stream))
-		count = stream.last_seq - stream.trimmed_seq;
-	SPI_finish();
-	PG_RETURN_INT64(count);
-}
-
-Datum
-ledger_stat(PG_FUNCTION_ARGS)
-{
-	static SPIPlanPtr entry_at_plan = NULL;
-	char	   *stream_name;
-	LedgerStream stream;
-	TupleDesc	desc;
-	Datum		values[9];
-	bool		nulls[9];
-	int64		count = 0;
-	HeapTupleHeader th;
-
-	stream_name = ledger_check_stream_name(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
-	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "ledger: stat() must return a composite type");
-	BlessTupleDesc(desc);
-	memset(nulls, true, sizeof(nulls));
-
-	ledger_spi_connect();
-
-	values[0] = CStringGetTextDatum(stream_name);
-	nulls[0] = false;
-	if (!ledger_stream_lookup(stream_name, &stream))
-	{
-		values[1] = Int64GetDatum(0);
-		values[5] = Int64GetDatum(0);
-		values[6] = Int32GetDatum(ledger_resolve_schema_version(stream_name));
-		nulls[1] = nulls[5] = nulls[6] = false;
-	}
-	else
-	{
-		count = stream.last_seq - stream.trimmed_seq;
-		values[1] = Int64GetDatum(count);
-		values[5] = Int64GetDatum(stream.last_seq);
-		values[6] = Int32GetDatum(stream.schema_version);
-		values[7] = TimestampTzGetDatum(stream.created_at);
-		nulls[1] = nulls[5] = nulls[6] = nulls[7] = false;
-		if (stream.has_last_appended_at)
-		{
-			values[8] = TimestampTzGetDatum(stream.last_appended_at);
-			nulls[8] = false;
-		}
-		if (count > 0)
-		{
-			Datum		args[2];
-			bool		isnull;
-			int			rc;
-
-			/*
-			 * The first and last entries are at known seqs: two point
-			 * lookups on (stream_id, seq), whatever the other streams hold.
-			 */
-			if (entry_at_plan == NULL)
-			{
-				Oid			types[2] = {INT4OID, INT8OID};
-
-				entry_at_plan = ledger_prepare_plan("SELECT e.id, e.created_at FROM ledger.entries e"
-												 " WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
-												 " AND e.seq OPERATOR(pg_catalog.=) $2", 2, types);
-			}
-			args[0] = Int32GetDatum(stream.stream_id);
-			args[1] = Int64GetDatum(stream.trimmed_seq + 1);
-			rc = SPI_execute_plan(entry_at_plan, args, NULL, false, 1);
-			ledger_spi_check(rc, SPI_OK_SELECT, "stat");
-			if (SPI_processed == 1)
-			{
-				values[2] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-				nulls[2] = false;
-			}
-			args[1] = Int64GetDatum(stream.last_seq);
-			rc = SPI_execute_plan(entry_at_plan, args, NULL, false, 1);
-			ledger_spi_check(rc, SPI_OK_SELECT, "stat");
-			if (SPI_processed == 1)
-			{
-				values[3] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-				values[8] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-				nulls[3] = nulls[8] = false;
-			}
-			values[4] = Int64GetDatum(stream.trimmed_seq + 1);
-			nulls[4] = false;
-		}
-	}
-
-	th = SPI_returntuple(heap_form_tuple(desc, values, nulls), desc);
-	SPI_finish();
-	PG_RETURN_HEAPTUPLEHEADER(th);
-}
-
-/*
- * The smallest string greater than every string starting with prefix, in
- * byte order (the streams table uses the "C" collation); NULL if none.
- */
-static char *
-prefix_upper_bound(const char *prefix)
-{
-	int			len = strlen(prefix);
-	char	   *upper = pstrdup(prefix);
-
-	while (len > 0)
-	{
-		unsigned char c = (unsigned char) upper[len - 1];
-
-		if (c < 0xff)
-		{
-			upper[len - 1] = (char) (c + 1);
-			upper[len] = '\0';
-			return upper;
-		}
-		len--;
-	}
-	return NULL;
-}
-
-Datum
-ledger_streams(PG_FUNCTION_ARGS)
-{
-	static SPIPlanPtr plan = NULL;
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int32		limit;
-	Datum		args[4];
-	char		argnulls[4] = {' ', ' ', ' ', ' '};
-	uint64		r;
-	int			rc;
-
-	limit = PG_ARGISNULL(1) ? 100 : ledger_check_limit(PG_GETARG_INT32(1));
-	args[0] = PG_ARGISNULL(0) ? CStringGetTextDatum("") : PG_GETARG_DATUM(0);
-	args[1] = PG_ARGISNULL(2) ? CStringGetTextDatum("") : PG_GETARG_DATUM(2);
-	args[2] = Int64GetDatum(limit);
-	{
-		char	   *upper = PG_ARGISNULL(2) ? NULL :
-			prefix_upper_bound(text_to_cstring(PG_GETARG_TEXT_PP(2)));
-
-		if (upper)
-			args[3] = CStringGetTextDatum(upper);
-		else
-		{
-			args[3] = (Datum) 0;
-			argnulls[3] = 'n';
-		}
-	}
-
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	ledger_spi_connect();
-	if (plan == NULL)
-	{
-		Oid			types[4] = {TEXTOID, TEXTOID, INT8OID, TEXTOID};
-
-		plan = ledger_prepare_plan("SELECT s.name::pg_catalog.text FROM ledger.streams s"
-								   " WHERE s.name OPERATOR(pg_catalog.>) $1"
-								   " AND s.name OPERATOR(pg_catalog.>=) $2"
-								   " AND ($4 IS NULL OR s.name OPERATOR(pg_catalog.<) $4)"
-								   " AND pg_catalog.starts_with(s.name, $2)"
-								   " AND s.last_seq OPERATOR(pg_catalog.>) s.trimmed_seq"
-								   " ORDER BY s.name LIMIT $3",
-								   4, types);
-	}
-	rc = SPI_execute_plan(plan, args, argnulls, false, limit);
-	ledger_spi_check(rc, SPI_OK_SELECT, "streams");
-	for (r = 0; r < SPI_processed; r++)
-	{
-		bool		isnull;
-		Datum		name = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
-
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &name, &isnull);
-	}
-	SPI_finish();
-	return (Datum) 0;
-}
-
-/*
- * Run one of the side-data updates on an entry of a stream; P0002 when no
- * such entry.  The statement returns the JSON text of a "ledger.annotate"
- * logical message, so decoding consumers learn about the change.
- */
-static void
-update_side_data(SPIPlanPtr plan, const char *stream_name, int64 id, Datum value)
-{
-	Datum		args[3];
-	volatile int rc = 0;
-
-	args[0] = Int64GetDatum(id);
-	args[1] = CStringGetTextDatum(stream_name);
-	args[2] = value;
-
-	ledger_entries_writable(true);
-	PG_TRY();
-	{
-		rc = SPI_execute_plan(plan, args, NULL, false, 0);
-	}
-	PG_FINALLY();
-	{
-		ledger_entries_writable(false);
-	}
-	PG_END_TRY();
-	ledger_spi_check(rc, SPI_OK_UPDATE_RETURNING, "entry side-data update");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("entry " INT64_FORMAT " not found in stream \"%s\"", id, stream_name)));
-	if (XLogLogicalInfoActive())
-	{
-		char	   *msg = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-
-		LogLogicalMessage("ledger.annotate", msg, strlen(msg), true);
-	}
-}
-
-#define SIDE_DATA_SQL(set_clause) \
-	"UPDATE ledger.entries e SET " set_clause ", updated_at = pg_catalog.now()" \
-	" WHERE e.id OPERATOR(pg_catalog.=) $1 AND e.stream_id OPERATOR(pg_catalog.=)" \
-	" (SELECT s.stream_id FROM ledger.streams s WHERE s.name OPERATOR(pg_catalog.=) $2)" \
-	" RETURNING pg_catalog.jsonb_build_object('stream', $2, 'id', e.id," \
-	" 'tags', pg_catalog.to_jsonb(e.tags), 'annotations', e.annotations)::pg_catalog.text"
-
-Datum
-ledger_set_tags(PG_FUNCTION_ARGS)
-{
-	static SPIPlanPtr plan = NULL;
-	char	   *stream_name;
-	ArrayType  *tags;
-
-	stream_name = ledger_check_stream_name(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("id must not be null")));
-	tags = PG_ARGISNULL(2) ? construct_empty_array(TEXTOID) : PG_GETARG_ARRAYTYPE_P(2);
-	ledger_check_tags(tags, "tags");
-
-	ledger_spi_connect();
-	if (plan == NULL)
-	{
-		Oid			types[3] = {INT8OID, TEXTOID, TEXTARRAYOID};
-
-		plan = ledger_prepare_plan(SIDE_DATA_SQL("tags = $3"), 3, types);
-	}
-	update_side_data(plan, stream_name, PG_GETARG_INT64(1), PointerGetDatum(tags));
-	SPI_finish();
-	PG_RETURN_VOID();
-}
-
-Datum
-ledger_set_annotations(PG_FUNCTION_ARGS)
-{
-	static SPIPlanPtr plan = NULL;
-	char	   *stream_name;
-	Jsonb	   *annotations;
-
-	stream_name = ledger_check_stream_name(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("id must not be null")));
-	if (PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("annotations must not be null"),
-				 errhint("Use a JSON null value for a key to delete it.")));
-	annotations = PG_GETARG_JSONB_P(2);
-	ledger_check_string_object(annotations, "annotations", true);
-
-	ledger_spi_connect();
-	if (plan == NULL)
-	{
-		Oid			types[3] = {INT8OID, TEXTOID, JSONBOID};
-
-		/* Stored annotations never hold nulls, so stripping drops only deletions. */
-		plan = ledger_prepare_plan(SIDE_DATA_SQL("annotations = pg_catalog.jsonb_strip_nulls(e.annotations OPERATOR(pg_catalog.||) $3)"),
-								   3, types);
-	}
-	update_side_data(plan, stream_name, PG_GETARG_INT64(1), PointerGetDatum(annotations));
-	SPI_finish();
-	PG_RETURN_VOID();
-}

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * src/retention.c
- *		Entries leave the log only here: trim(), set_retention(), and the
- *		per-stream retention pass that the background worker runs.
+ *		Entries leave the log only here: trim(), set_retention(),
+ *		enforce_retention(), and the retention pass of the background
+ *		worker.
  *
  * A trim always removes a prefix of the stream (every entry with id <=
  * before_id), so the stream's remaining seqs stay contiguous and count stays
@@ -11,20 +12,39 @@
  * one transactional "ledger.trim" logical message, which the output plugin
  * turns into a single trim record instead of one per deleted row.
  *
+ * Retention is set-based: one query finds, for every stream under a
+ * retention limit, whether its cut moved past its first entry -- a point
+ * lookup per stream, no scan -- and only those streams are trimmed, each in
+ * a short transaction of its own, at most ledger.retention_batch entries at
+ * a time.  A stream whose lock is held (an appender idle in transaction) is
+ * skipped and retried later instead of stalling the worker.  The cut never
+ * passes the position of any sink whose pattern matches the stream, in
+ * whatever state: only drop_sink releases what a sink has yet to export.
+ * With nothing to delete a pass computes when the oldest entry will be due
+ * (max_age), so an idle database costs the worker no transaction at all.
+ *
  *-------------------------------------------------------------------------
  */
 #include "ledger.h"
 
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
-#include "replication/message.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
-#include "access/xact.h"
+
+#include "compat.h"
 
 PG_FUNCTION_INFO_V1(ledger_trim);
 PG_FUNCTION_INFO_V1(ledger_set_retention);
+PG_FUNCTION_INFO_V1(ledger_enforce_retention);
+
+int			ledger_retention_batch = 1000;
+int			ledger_retention_interval_ms = 1000;
 
 static void
 log_trim_message(const char *stream_name, int64 before_id, int64 deleted)
@@ -38,7 +58,7 @@ log_trim_message(const char *stream_name, int64 before_id, int64 deleted)
 	escape_json(&msg, stream_name);
 	appendStringInfo(&msg, ",\"before_id\":" INT64_FORMAT ",\"deleted\":" INT64_FORMAT "}",
 					 before_id, deleted);
-	LogLogicalMessage("ledger.trim", msg.data, msg.len, true);
+	ledger_log_logical_message("ledger.trim", msg.data, msg.len);
 	pfree(msg.data);
 }
 
@@ -59,7 +79,7 @@ LedgerTrim(const char *stream_name, int64 before_id, int64 max_rows)
 
 	ledger_spi_connect();
 
-	if (!ledger_stream_lookup(stream_name, &stream) || before_id <= 0)
+	if (!ledger_stream_lookup(stream_name, false, &stream) || before_id <= 0)
 	{
 		SPI_finish();
 		return 0;
@@ -71,8 +91,8 @@ LedgerTrim(const char *stream_name, int64 before_id, int64 max_rows)
 		Oid			types[3] = {INT4OID, INT8OID, INT8OID};
 		Oid			utypes[3] = {INT4OID, INT8OID, TIMESTAMPTZOID};
 
-		delete_plan = ledger_prepare_plan("WITH d AS (DELETE FROM ledger.entries WHERE id IN"
-										  " (SELECT e.id FROM ledger.entries e"
+		delete_plan = ledger_prepare_plan("WITH d AS (DELETE FROM ledger.entries"
+										  " WHERE id OPERATOR(pg_catalog.=) ANY (SELECT e.id FROM ledger.entries e"
 										  " WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
 										  " AND e.id OPERATOR(pg_catalog.<=) $2"
 										  " ORDER BY e.id LIMIT $3)"
@@ -122,66 +142,187 @@ LedgerTrim(const char *stream_name, int64 before_id, int64 max_rows)
 }
 
 /*
- * One retention step for a stream: find the cut that max_entries and
- * max_age ask for, and trim at most batch entries below it.  The cut keeps
- * trims a prefix of the stream: with max_age, entries are walked in id
- * order and the cut stops at the first one young enough to stay.  An
- * active sink that matches the stream holds the cut at its position, so the
- * export (an archive) keeps every entry; paused sinks and sinks in error do
- * not hold retention back.
+ * A stream whose retention cut may have passed its first entry, as the
+ * candidate query found it.
  */
-int64
-LedgerEnforceRetention(const char *stream_name, bool has_max_entries, int64 max_entries,
-					   Interval *max_age, int64 export_floor, int64 batch)
+typedef struct RetentionCandidate
 {
-	static SPIPlanPtr seq_plan = NULL;
-	static SPIPlanPtr age_plan = NULL;
-	LedgerStream stream;
-	int64		before_id = 0;
-	Datum		args[3];
+	int32		stream_id;
+	char	   *name;
+	int64		count_cut;		/* max_entries: delete ids <= this; 0 = none */
+	bool		has_max_age;
+	Interval	max_age;
+	bool		has_sink_floor;
+	int64		sink_floor;		/* the sinks matching it exported up to here */
+} RetentionCandidate;
+
+typedef struct RetentionCandidates
+{
+	MemoryContext cxt;
+	const char *pattern;		/* only streams it matches */
+	List	   *list;
+	bool		has_rules;
+	TimestampTz next_due;		/* the oldest young entry comes of age, 0 = never */
+} RetentionCandidates;
+
+/*
+ * One statement for every stream under a retention limit: the winning rule
+ * (longest matching pattern), the id at the max_entries cut, the stream's
+ * first entry and the smallest position of the sinks matching it -- all
+ * point lookups, whatever the streams hold.
+ */
+#define CANDIDATES_SQL \
+	"SELECT s.stream_id, s.name::pg_catalog.text," \
+	" CASE WHEN r.max_entries IS NOT NULL" \
+	" AND (s.last_seq OPERATOR(pg_catalog.-) s.trimmed_seq) OPERATOR(pg_catalog.>) r.max_entries" \
+	" THEN (SELECT c.id FROM ledger.entries c WHERE c.stream_id OPERATOR(pg_catalog.=) s.stream_id" \
+	" AND c.seq OPERATOR(pg_catalog.=) (s.last_seq OPERATOR(pg_catalog.-) r.max_entries)) END," \
+	" r.max_age, f.id, f.created_at," \
+	" (SELECT pg_catalog.min(k.position) FROM ledger.sinks k" \
+	" WHERE ledger.pattern_rank(k.streams, s.name) OPERATOR(pg_catalog.>=) 0)" \
+	" FROM ledger.streams s" \
+	" CROSS JOIN LATERAL (SELECT st.max_entries, st.max_age FROM ledger.stream_settings st" \
+	" WHERE (st.max_entries IS NOT NULL OR st.max_age IS NOT NULL)" \
+	" AND ledger.pattern_rank(st.pattern, s.name) OPERATOR(pg_catalog.>=) 0" \
+	" ORDER BY ledger.pattern_rank(st.pattern, s.name) DESC LIMIT 1) r" \
+	" LEFT JOIN LATERAL (SELECT e.id, e.created_at FROM ledger.entries e" \
+	" WHERE e.stream_id OPERATOR(pg_catalog.=) s.stream_id" \
+	" AND e.seq OPERATOR(pg_catalog.=) (s.trimmed_seq OPERATOR(pg_catalog.+) 1)) f ON true" \
+	" WHERE s.last_seq OPERATOR(pg_catalog.>) s.trimmed_seq" \
+	" AND ledger.pattern_rank($1, s.name) OPERATOR(pg_catalog.>=) 0"
+
+/* Fill cands with the streams whose cut moved.  Caller is in a transaction. */
+static void
+find_candidates(RetentionCandidates *cands)
+{
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr rules_plan = NULL;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	Datum		args[1];
 	bool		isnull;
+	uint64		r;
 	int			rc;
 
 	ledger_spi_connect();
-	if (seq_plan == NULL)
+	if (plan == NULL)
 	{
-		Oid			types[3] = {INT4OID, INT8OID, TIMESTAMPTZOID};
+		Oid			types[1] = {TEXTOID};
 
-		seq_plan = ledger_prepare_plan("SELECT e.id FROM ledger.entries e"
-									   " WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
-									   " AND e.seq OPERATOR(pg_catalog.=) $2",
-									   2, types);
-		age_plan = ledger_prepare_plan("SELECT e.id, e.created_at OPERATOR(pg_catalog.<) $3 FROM ledger.entries e"
-									   " WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
-									   " ORDER BY e.id LIMIT $2",
-									   3, types);
+		plan = ledger_prepare_plan(CANDIDATES_SQL, 1, types);
+		rules_plan = ledger_prepare_plan("SELECT EXISTS (SELECT 1 FROM ledger.stream_settings"
+										 " WHERE max_entries IS NOT NULL OR max_age IS NOT NULL)",
+										 0, NULL);
 	}
-	if (!ledger_stream_lookup(stream_name, &stream))
+	rc = SPI_execute_plan(rules_plan, NULL, NULL, true, 1);
+	ledger_spi_check(rc, SPI_OK_SELECT, "retention rules");
+	cands->has_rules = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (!cands->has_rules)
 	{
 		SPI_finish();
-		return 0;
+		return;
 	}
-	args[0] = Int32GetDatum(stream.stream_id);
 
-	if (has_max_entries && stream.last_seq - stream.trimmed_seq > max_entries)
+	args[0] = CStringGetTextDatum(cands->pattern);
+	rc = SPI_execute_plan(plan, args, NULL, true, 0);
+	ledger_spi_check(rc, SPI_OK_SELECT, "retention candidates");
+	for (r = 0; r < SPI_processed; r++)
 	{
-		/* every entry with seq <= last_seq - max_entries goes */
-		int64		cut_seq = Min(stream.last_seq - max_entries, stream.trimmed_seq + batch);
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		RetentionCandidate c;
+		int64		first_id;
+		TimestampTz first_created;
+		bool		age_due = false;
+		Datum		d;
 
-		args[1] = Int64GetDatum(cut_seq);
-		rc = SPI_execute_plan(seq_plan, args, NULL, true, 1);
-		ledger_spi_check(rc, SPI_OK_SELECT, "retention cut");
-		if (SPI_processed == 1)
-			before_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		CHECK_FOR_INTERRUPTS();
+		memset(&c, 0, sizeof(c));
+		c.stream_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		c.count_cut = isnull ? 0 : DatumGetInt64(d);
+		d = SPI_getbinval(tup, desc, 4, &isnull);
+		c.has_max_age = !isnull;
+		if (c.has_max_age)
+			c.max_age = *DatumGetIntervalP(d);
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		if (isnull)
+			continue;			/* emptied meanwhile */
+		first_id = DatumGetInt64(d);
+		first_created = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		c.has_sink_floor = !isnull;
+		c.sink_floor = isnull ? 0 : DatumGetInt64(d);
+
+		if (c.has_max_age)
+		{
+			TimestampTz due = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+																	  TimestampTzGetDatum(first_created),
+																	  IntervalPGetDatum(&c.max_age)));
+
+			if (due <= now)
+				age_due = true;
+			else if (cands->next_due == 0 || due < cands->next_due)
+				cands->next_due = due;
+		}
+		/* a sink that has not exported the first entry holds everything */
+		if (c.has_sink_floor && c.sink_floor < first_id)
+			continue;
+		if (c.count_cut < first_id && !age_due)
+			continue;
+
+		{
+			MemoryContext old = MemoryContextSwitchTo(cands->cxt);
+			RetentionCandidate *copy = palloc(sizeof(RetentionCandidate));
+
+			*copy = c;
+			copy->name = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+			cands->list = lappend(cands->list, copy);
+			MemoryContextSwitchTo(old);
+		}
 	}
-	if (max_age != NULL)
+	SPI_finish();
+}
+
+/*
+ * Trim one candidate stream by at most batch entries.  Returns the number
+ * deleted, or -1 when the stream is locked by an open transaction (then
+ * nothing waited and nothing changed).
+ */
+static int64
+trim_candidate(RetentionCandidate *c, int64 batch)
+{
+	static SPIPlanPtr age_plan = NULL;
+	int64		before_id = c->count_cut;
+
+	ledger_spi_connect();
+	if (!ledger_stream_try_lock(c->stream_id))
+	{
+		SPI_finish();
+		return -1;
+	}
+	if (c->has_max_age)
 	{
 		TimestampTz cutoff;
+		Datum		args[3];
+		bool		isnull;
 		uint64		r;
+		int			rc;
 
+		/* entries in id order, up to the first one young enough to stay */
+		if (age_plan == NULL)
+		{
+			Oid			types[3] = {INT4OID, INT8OID, TIMESTAMPTZOID};
+
+			age_plan = ledger_prepare_plan("SELECT e.id, e.created_at OPERATOR(pg_catalog.<) $3"
+										   " FROM ledger.entries e"
+										   " WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
+										   " ORDER BY e.stream_id, e.id LIMIT $2",
+										   3, types);
+		}
 		cutoff = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
 														 TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
-														 IntervalPGetDatum(max_age)));
+														 IntervalPGetDatum(&c->max_age)));
+		args[0] = Int32GetDatum(c->stream_id);
 		args[1] = Int64GetDatum(batch);
 		args[2] = TimestampTzGetDatum(cutoff);
 		rc = SPI_execute_plan(age_plan, args, NULL, true, 0);
@@ -196,12 +337,112 @@ LedgerEnforceRetention(const char *stream_name, bool has_max_entries, int64 max_
 	}
 	SPI_finish();
 
-	/* never remove what an active sink has yet to export (-1: no sink) */
-	if (export_floor >= 0)
-		before_id = Min(before_id, export_floor);
+	if (c->has_sink_floor)
+		before_id = Min(before_id, c->sink_floor);
 	if (before_id <= 0)
 		return 0;
-	return LedgerTrim(stream_name, before_id, batch);
+	return LedgerTrim(c->name, before_id, batch);
+}
+
+/* --- the background worker's retention pass ---------------------------- */
+
+typedef struct TrimStep
+{
+	RetentionCandidate *candidate;
+	int64		deleted;
+} TrimStep;
+
+static bool
+find_candidates_in_transaction(void *arg)
+{
+	find_candidates((RetentionCandidates *) arg);
+	return true;
+}
+
+static bool
+trim_in_transaction(void *arg)
+{
+	TrimStep   *step = (TrimStep *) arg;
+
+	step->deleted = trim_candidate(step->candidate, ledger_retention_batch);
+	return true;
+}
+
+void
+ledger_retention_pass(MemoryContext pass_cxt, LedgerRetentionPass *result)
+{
+	RetentionCandidates cands;
+	ListCell   *lc;
+
+	memset(result, 0, sizeof(*result));
+	memset(&cands, 0, sizeof(cands));
+	cands.cxt = pass_cxt;
+	cands.pattern = "*";
+	if (!ledger_worker_run_in_transaction(find_candidates_in_transaction, &cands,
+										  "ledger: finding streams to trim"))
+	{
+		result->has_rules = true;	/* try again on the next wake-up */
+		return;
+	}
+	result->has_rules = cands.has_rules;
+	result->next_due = cands.next_due;
+
+	foreach(lc, cands.list)
+	{
+		TrimStep	step;
+
+		CHECK_FOR_INTERRUPTS();
+		step.candidate = lfirst(lc);
+		step.deleted = 0;
+		if (!ledger_worker_run_in_transaction(trim_in_transaction, &step,
+											  "ledger: enforcing retention"))
+			continue;
+		if (step.deleted < 0)
+		{
+			/* an appender holds the stream: come back soon, don't wait */
+			result->locked_out = true;
+			ereport(DEBUG1,
+					(errmsg("ledger retention skips stream \"%s\": it is locked by an open transaction",
+							step.candidate->name)));
+		}
+		else if (step.deleted >= ledger_retention_batch)
+			result->more = true;
+	}
+}
+
+/*
+ * ledger.enforce_retention(streams text DEFAULT '*') RETURNS bigint
+ *
+ * Enforce the retention limits of the streams matching a pattern now, in
+ * the caller's transaction, as the worker would; for servers without the
+ * worker, and for tests.  Streams locked by open transactions are skipped,
+ * never waited for.  Returns the number of entries deleted.
+ */
+Datum
+ledger_enforce_retention(PG_FUNCTION_ARGS)
+{
+	RetentionCandidates cands;
+	bool		is_prefix;
+	ListCell   *lc;
+	int64		total = 0;
+
+	memset(&cands, 0, sizeof(cands));
+	cands.cxt = CurrentMemoryContext;
+	cands.pattern = ledger_check_pattern(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), &is_prefix);
+	find_candidates(&cands);
+	foreach(lc, cands.list)
+	{
+		int64		deleted;
+
+		do
+		{
+			CHECK_FOR_INTERRUPTS();
+			deleted = trim_candidate(lfirst(lc), ledger_retention_batch);
+			if (deleted > 0)
+				total += deleted;
+		} while (deleted >= ledger_retention_batch);
+	}
+	PG_RETURN_INT64(total);
 }
 
 Datum
@@ -265,5 +506,11 @@ ledger_set_retention(PG_FUNCTION_ARGS)
 	rc = SPI_execute_plan(plan, args, nulls, false, 0);
 	ledger_spi_check(rc, SPI_OK_INSERT, "set_retention");
 	SPI_finish();
+
+	if (!ledger_loaded_via_preload && !(PG_ARGISNULL(1) && PG_ARGISNULL(2)))
+		ereport(WARNING,
+				(errmsg("retention limits for \"%s\" are stored, but nothing enforces them", pattern),
+				 errdetail("ledger is not in shared_preload_libraries, so no background worker runs."),
+				 errhint("Add 'ledger' to shared_preload_libraries and restart, or call ledger.enforce_retention() regularly.")));
 	PG_RETURN_VOID();
 }

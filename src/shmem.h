@@ -1,61 +1,87 @@
 /*-------------------------------------------------------------------------
  *
  * src/shmem.h
- *		Layout of ledger's shared memory, shared by horizon.c (which owns
- *		it) and wait.c.
+ *		Layout of ledger's shared memory.  shmem.c allocates it; each part
+ *		is used by one file only: the proc slots' floor by horizon.c, their
+ *		wait fields by wait.c, the worker registry by launcher.c.
  *
- * One LedgerProcSlot per PGPROC, indexed by pgprocno, so a backend finds
- * its own slot without a lock and a committer can set a waiter's latch.
- * No LWLock is involved: each slot is written only by its own backend, and
- * readers tolerate a slot changing under them because of the publication
- * order described in horizon.c and wait.c.
+ * Proc slots: one LedgerProcSlot per PGPROC, indexed by proc number, so a
+ * backend finds its own slot without a lock and a committer can set a
+ * waiter's latch.  No lock protects them: each slot is written only by its
+ * own backend, and readers tolerate a slot changing under them because of
+ * the publication order that horizon.c and wait.c describe.  A backend
+ * clears its slot when it exits (wait.c registers the exit callback), and a
+ * reader also checks that the slot's pid is still the proc's, so a slot of
+ * a backend that is gone never counts.
+ *
+ * Worker registry: one LedgerDbWorker per database that wants a background
+ * worker, protected by the LWLock "ledger registry" (LW_EXCLUSIVE to change
+ * an entry, LW_SHARED to read one), held only while an entry is read or
+ * written, never across a wait.
  *
  *-------------------------------------------------------------------------
  */
 #ifndef LEDGER_SHMEM_H
 #define LEDGER_SHMEM_H
 
+#include "datatype/timestamp.h"
 #include "port/atomics.h"
-#include "storage/latch.h"
-#include "storage/spin.h"
+#include "storage/lwlock.h"
 
 typedef struct LedgerProcSlot
 {
-	/* read_all horizon: written by the owner, read by everybody */
+	/* read_all horizon (horizon.c): written by the owner, read by all */
 	pg_atomic_uint64 floor;		/* 0, or lowest id the open xact may hold */
-	Oid			dboid;			/* database of the floor */
-	int			pid;
+	Oid			floor_dboid;
+	int			floor_pid;
 	TimestampTz floor_since;	/* when the floor was published */
 
-	/* blocking reads: a registered waiter and what wakes it */
+	/* blocking reads (wait.c): a registered waiter and what wakes it */
 	pg_atomic_uint32 waiting;	/* 1 while registered */
 	Oid			wait_dboid;
+	int			wait_pid;
 	int32		wait_stream;	/* 0 = any commit in the database */
+	pg_atomic_uint64 wakeups;	/* bumped by every committer that woke us */
 } LedgerProcSlot;
 
-/* One background worker per database that has the extension. */
+/* At most this many databases get a background worker. */
 #define LEDGER_MAX_DB_WORKERS 64
+
+typedef enum LedgerWorkerState
+{
+	LEDGER_WORKER_FREE = 0,		/* entry unused */
+	LEDGER_WORKER_REQUESTED,	/* the launcher is to start one */
+	LEDGER_WORKER_STARTING,		/* registered with the postmaster */
+	LEDGER_WORKER_RUNNING,		/* pid/procno are valid */
+	LEDGER_WORKER_FAILED		/* stopped abnormally; retry at retry_at */
+} LedgerWorkerState;
 
 typedef struct LedgerDbWorker
 {
-	Oid			dboid;			/* InvalidOid = free */
-	int			pid;			/* 0 while a requested worker is starting */
-	int			pgprocno;
-	TimestampTz requested_at;	/* when a backend asked for it */
+	Oid			dboid;
+	LedgerWorkerState state;
+	int			pid;
+	int			procno;
+	int			failures;		/* consecutive abnormal stops */
+	TimestampTz retry_at;		/* FAILED: when the launcher tries again */
+	bool		rerequested;	/* a request came while it was leaving */
 } LedgerDbWorker;
 
 typedef struct LedgerShared
 {
-	slock_t		worker_mutex;	/* protects workers[] */
+	LWLock	   *registry_lock;
+	int			launcher_procno;	/* -1 while no launcher runs */
 	LedgerDbWorker workers[LEDGER_MAX_DB_WORKERS];
-	int			launcher_pid;
+
 	int			nslots;
-	pg_atomic_uint32 nwaiters;	/* lets committers skip the scan */
+	pg_atomic_uint32 nwaiters;	/* lets committers skip the slot scan */
 	LedgerProcSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } LedgerShared;
 
+/* NULL unless ledger is in shared_preload_libraries */
 extern LedgerShared *ledger_shared;
 
+extern void ledger_shmem_init(void);
 extern LedgerProcSlot *ledger_my_slot(void);
 
 #endif							/* LEDGER_SHMEM_H */

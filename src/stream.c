@@ -19,16 +19,7 @@
 #include "utils/builtins.h"
 
 #define STREAM_COLUMNS \
-	"stream_id, last_seq, trimmed_seq, schema_version, created_at, last_appended_at"
-
-/* The stream's current version: longest matching pattern, else 1. */
-#define RESOLVE_VERSION_SQL(name) \
-	"COALESCE((SELECT st.schema_version FROM ledger.stream_settings st" \
-	" WHERE st.schema_version IS NOT NULL AND (st.pattern OPERATOR(pg_catalog.=) " name \
-	" OR (pg_catalog.right(st.pattern, 1) OPERATOR(pg_catalog.=) '*'" \
-	" AND pg_catalog.starts_with(" name ", pg_catalog.left(st.pattern, -1))))" \
-	" ORDER BY (st.pattern OPERATOR(pg_catalog.=) " name ") DESC," \
-	" pg_catalog.length(st.pattern) DESC LIMIT 1), 1)"
+	"stream_id, last_seq, trimmed_seq, created_at, last_appended_at"
 
 static void
 stream_from_tuple(HeapTuple tuple, TupleDesc desc, LedgerStream *stream)
@@ -39,16 +30,19 @@ stream_from_tuple(HeapTuple tuple, TupleDesc desc, LedgerStream *stream)
 	stream->stream_id = DatumGetInt32(SPI_getbinval(tuple, desc, 1, &isnull));
 	stream->last_seq = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
 	stream->trimmed_seq = DatumGetInt64(SPI_getbinval(tuple, desc, 3, &isnull));
-	stream->schema_version = DatumGetInt32(SPI_getbinval(tuple, desc, 4, &isnull));
-	stream->created_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull));
-	d = SPI_getbinval(tuple, desc, 6, &isnull);
+	stream->created_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 4, &isnull));
+	d = SPI_getbinval(tuple, desc, 5, &isnull);
 	stream->has_last_appended_at = !isnull;
 	stream->last_appended_at = isnull ? 0 : DatumGetTimestampTz(d);
 }
 
-/* Read a stream's row without locking it; false when it does not exist. */
+/*
+ * Read a stream's row without locking it; false when it does not exist.
+ * read_only (STABLE callers) reads with the current snapshot; otherwise a
+ * new one is taken, as for any statement of a VOLATILE function.
+ */
 bool
-ledger_stream_lookup(const char *name, LedgerStream *stream)
+ledger_stream_lookup(const char *name, bool read_only, LedgerStream *stream)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		args[1];
@@ -63,7 +57,7 @@ ledger_stream_lookup(const char *name, LedgerStream *stream)
 								   1, types);
 	}
 	args[0] = CStringGetTextDatum(name);
-	rc = SPI_execute_plan(plan, args, NULL, false, 1);
+	rc = SPI_execute_plan(plan, args, NULL, read_only, 1);
 	ledger_spi_check(rc, SPI_OK_SELECT, "stream lookup");
 	if (SPI_processed == 0)
 		return false;
@@ -72,15 +66,13 @@ ledger_stream_lookup(const char *name, LedgerStream *stream)
 }
 
 /*
- * Create the stream's row if it is missing (a no-op when it exists).  The SHARE lock on
- * stream_settings orders creation against set_schema_version(): either the
- * new row is stamped with the new version, or set_schema_version() (which
- * updates existing rows after taking ROW EXCLUSIVE) sees the new row.
+ * Create the stream's row if it is missing (a no-op when it exists).  The
+ * row carries no schema version: that is read from ledger.stream_settings
+ * when needed, so creating a stream locks nothing but its own row.
  */
 void
 ledger_stream_create(const char *name)
 {
-	static SPIPlanPtr lock_plan = NULL;
 	static SPIPlanPtr insert_plan = NULL;
 	Datum		args[1];
 	int			rc;
@@ -89,18 +81,40 @@ ledger_stream_create(const char *name)
 	{
 		Oid			types[1] = {TEXTOID};
 
-		lock_plan = ledger_prepare_plan("LOCK TABLE ledger.stream_settings IN SHARE MODE",
-										0, NULL);
-		insert_plan = ledger_prepare_plan("INSERT INTO ledger.streams (name, schema_version)"
-										  " VALUES ($1, " RESOLVE_VERSION_SQL("$1") ")"
+		insert_plan = ledger_prepare_plan("INSERT INTO ledger.streams (name) VALUES ($1)"
 										  " ON CONFLICT (name) DO NOTHING",
 										  1, types);
 	}
-	rc = SPI_execute_plan(lock_plan, NULL, NULL, false, 0);
-	ledger_spi_check(rc, SPI_OK_UTILITY, "stream settings lock");
 	args[0] = CStringGetTextDatum(name);
 	rc = SPI_execute_plan(insert_plan, args, NULL, false, 0);
 	ledger_spi_check(rc, SPI_OK_INSERT, "stream creation");
+}
+
+/*
+ * Take the stream's append lock if nobody holds it; false, without
+ * waiting, if an open transaction does.  For the background worker, which
+ * must never queue behind an appender that is idle in transaction.
+ */
+bool
+ledger_stream_try_lock(int32 stream_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+	int			rc;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT4OID};
+
+		plan = ledger_prepare_plan("SELECT 1 FROM ledger.streams"
+								   " WHERE stream_id OPERATOR(pg_catalog.=) $1"
+								   " FOR UPDATE SKIP LOCKED",
+								   1, types);
+	}
+	args[0] = Int32GetDatum(stream_id);
+	rc = SPI_execute_plan(plan, args, NULL, false, 1);
+	ledger_spi_check(rc, SPI_OK_SELECT, "stream try-lock");
+	return SPI_processed == 1;
 }
 
 /*
@@ -170,51 +184,4 @@ ledger_stream_unbump(int32 stream_id, int64 seq_delta)
 	args[1] = Int64GetDatum(seq_delta);
 	rc = SPI_execute_plan(plan, args, NULL, false, 0);
 	ledger_spi_check(rc, SPI_OK_UPDATE, "stream seq release");
-}
-
-/* The current schema version of a (possibly not yet existing) stream. */
-int32
-ledger_resolve_schema_version(const char *name)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		args[1];
-	bool		isnull;
-	int			rc;
-
-	if (plan == NULL)
-	{
-		Oid			types[1] = {TEXTOID};
-
-		plan = ledger_prepare_plan("SELECT " RESOLVE_VERSION_SQL("$1"), 1, types);
-	}
-	args[0] = CStringGetTextDatum(name);
-	rc = SPI_execute_plan(plan, args, NULL, false, 1);
-	ledger_spi_check(rc, SPI_OK_SELECT, "schema version lookup");
-	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-}
-
-/*
- * After a settings change for a pattern, re-resolve the version of every
- * existing stream that the pattern matches (a longer pattern may still win).
- */
-void
-ledger_refresh_stream_versions(const char *pattern)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		args[1];
-	int			rc;
-
-	if (plan == NULL)
-	{
-		Oid			types[1] = {TEXTOID};
-
-		plan = ledger_prepare_plan("UPDATE ledger.streams s SET schema_version = " RESOLVE_VERSION_SQL("s.name")
-								   " WHERE CASE WHEN pg_catalog.right($1, 1) OPERATOR(pg_catalog.=) '*'"
-								   " THEN pg_catalog.starts_with(s.name, pg_catalog.left($1, -1))"
-								   " ELSE s.name OPERATOR(pg_catalog.=) $1 END",
-								   1, types);
-	}
-	args[0] = CStringGetTextDatum(pattern);
-	rc = SPI_execute_plan(plan, args, NULL, false, 0);
-	ledger_spi_check(rc, SPI_OK_UPDATE, "stream version refresh");
 }

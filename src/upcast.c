@@ -10,34 +10,36 @@
  * ledger.upcasters, keeping per from_version the step of the longest
  * matching pattern) and then upcasts entry after entry in C without
  * touching a table.  A declarative step applies rename, then defaults, then
- * remove.  A function step runs with the privileges of the reading user,
- * never of the extension owner that read() runs as.
+ * remove.  A function step runs as the role that registered it, in a
+ * security-restricted operation: never with the privileges of the reader,
+ * nor of the extension owner that read() runs as.
  *
  *-------------------------------------------------------------------------
  */
 #include "ledger.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
-#include "utils/inval.h"
-#include "utils/memutils.h"
-#include "catalog/namespace.h"
-#include "commands/trigger.h"
-#include <limits.h>
 
 PG_FUNCTION_INFO_V1(ledger_set_schema_version);
 PG_FUNCTION_INFO_V1(ledger_register_upcaster);
 PG_FUNCTION_INFO_V1(ledger_register_upcaster_fn);
 PG_FUNCTION_INFO_V1(ledger_drop_upcaster);
 PG_FUNCTION_INFO_V1(ledger_upcasters_changed);
+PG_FUNCTION_INFO_V1(ledger_invalidate_caches);
 
 typedef struct UpcastStep
 {
@@ -52,6 +54,7 @@ typedef struct UpcastStep
 	char	  **remove;
 	/* function form */
 	Oid			fn;
+	Oid			registrant;		/* runs as this role; invalid for 0.1.0 rows */
 	FmgrInfo	flinfo;
 	bool		flinfo_ready;
 	/* defaults decoded once per plan (see apply_declarative) */
@@ -110,10 +113,14 @@ load_rename(Jsonb *rename, UpcastStep *step)
 }
 
 /*
- * Every registration of ledger.upcasters, cached per backend so that a read
- * resolves its chain without a query.  A statement trigger on the table
- * (ledger_upcasters_changed) sends a relcache invalidation for it at commit,
- * and the callback below marks the cache stale in every backend.
+ * Two per-backend caches, so that appends and reads resolve versions and
+ * upcaster chains without a query: every registration of ledger.upcasters,
+ * and the schema versions of ledger.stream_settings.  Whatever changes
+ * either table sends a relcache invalidation for it (the functions here
+ * directly, and a statement trigger for anything else, pg_restore
+ * included); the callback bumps a generation counter, and a cache is valid
+ * only while the generation it was loaded at is current -- so a load that
+ * fails half-way, or that an invalidation overtakes, is simply done again.
  */
 typedef struct CachedUpcaster
 {
@@ -121,44 +128,99 @@ typedef struct CachedUpcaster
 	UpcastStep	step;
 } CachedUpcaster;
 
+typedef struct CachedVersion
+{
+	char	   *pattern;
+	int32		version;
+} CachedVersion;
+
+static uint64 cache_generation = 1;
+static bool callback_registered = false;
+
 static MemoryContext upcaster_cxt = NULL;
 static CachedUpcaster *upcasters = NULL;
 static int	nupcasters = 0;
-static bool upcasters_valid = false;
+static uint64 upcasters_generation = 0;
 static Oid	upcasters_relid = InvalidOid;
+static bool upcasters_have_registrant = false;
+
+static MemoryContext version_cxt = NULL;
+static CachedVersion *versions = NULL;
+static int	nversions = 0;
+static uint64 versions_generation = 0;
+static Oid	settings_relid = InvalidOid;
 
 static void
-upcasters_invalidate(Datum arg, Oid relid)
+caches_invalidate(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == upcasters_relid)
-		upcasters_valid = false;
+	if (relid == InvalidOid || relid == upcasters_relid || relid == settings_relid)
+		cache_generation++;
+}
+
+static Oid
+ledger_relid(const char *relname)
+{
+	Oid			relid = get_relname_relid(relname, get_namespace_oid(LEDGER_SCHEMA, false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "ledger: table ledger.%s is missing", relname);
+	return relid;
+}
+
+static void
+register_callback(void)
+{
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(caches_invalidate, (Datum) 0);
+		callback_registered = true;
+	}
+}
+
+/* Changes made by this transaction reach every backend at commit. */
+static void
+invalidate_cache_of(const char *relname)
+{
+	CacheInvalidateRelcacheByRelid(ledger_relid(relname));
 }
 
 static void
 load_upcasters(void)
 {
-	static bool callback_registered = false;
+	uint64		generation;
 	MemoryContext old;
 	uint64		r;
 	int			rc;
 
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(upcasters_invalidate, (Datum) 0);
-		callback_registered = true;
-	}
+	register_callback();
+	AcceptInvalidationMessages();
+	generation = cache_generation;
+	if (upcasters_generation == generation)
+		return;
+
 	if (upcaster_cxt == NULL)
 		upcaster_cxt = AllocSetContextCreate(CacheMemoryContext, "ledger upcasters",
 											 ALLOCSET_SMALL_SIZES);
 	MemoryContextReset(upcaster_cxt);
 	upcasters = NULL;
 	nupcasters = 0;
+	upcasters_generation = 0;
 
-	/* valid from here on unless an invalidation arrives while we read */
-	upcasters_valid = true;
-	upcasters_relid = get_relname_relid("upcasters", get_namespace_oid(LEDGER_SCHEMA, false));
-	rc = SPI_execute("SELECT streams::pg_catalog.text, from_version, to_version, rename, defaults,"
-					 " remove, fn::pg_catalog.oid FROM ledger.upcasters", true, 0);
+	upcasters_relid = ledger_relid("upcasters");
+	/*
+	 * A database still at 0.1.0's schema records no registrant: the
+	 * function's owner stands in, as ALTER EXTENSION UPDATE records it.
+	 */
+	upcasters_have_registrant = get_attnum(upcasters_relid, "registered_by") != InvalidAttrNumber;
+
+	ledger_spi_connect();
+	rc = SPI_execute(upcasters_have_registrant ?
+					 "SELECT streams::pg_catalog.text, from_version, to_version, rename, defaults,"
+					 " remove, fn::pg_catalog.oid, registered_by FROM ledger.upcasters" :
+					 "SELECT u.streams::pg_catalog.text, u.from_version, u.to_version, u.rename, u.defaults,"
+					 " u.remove, u.fn::pg_catalog.oid, p.proowner FROM ledger.upcasters u"
+					 " LEFT JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) u.fn::pg_catalog.oid",
+					 true, 0);
 	ledger_spi_check(rc, SPI_OK_SELECT, "upcaster load");
 
 	old = MemoryContextSwitchTo(upcaster_cxt);
@@ -176,6 +238,8 @@ load_upcasters(void)
 		step->to_version = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
 		d = SPI_getbinval(tup, desc, 7, &isnull);
 		step->fn = isnull ? InvalidOid : DatumGetObjectId(d);
+		d = SPI_getbinval(tup, desc, 8, &isnull);
+		step->registrant = isnull ? InvalidOid : DatumGetObjectId(d);
 		load_rename(DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull)), step);
 		step->defaults = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull));
 		step->remove = string_array(DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 6, &isnull)),
@@ -183,6 +247,81 @@ load_upcasters(void)
 	}
 	nupcasters = (int) SPI_processed;
 	MemoryContextSwitchTo(old);
+	SPI_finish();
+	/* valid only if no invalidation arrived while we read */
+	upcasters_generation = generation;
+}
+
+static void
+load_versions(void)
+{
+	uint64		generation;
+	MemoryContext old;
+	uint64		r;
+	int			rc;
+
+	register_callback();
+	AcceptInvalidationMessages();
+	generation = cache_generation;
+	if (versions_generation == generation)
+		return;
+
+	if (version_cxt == NULL)
+		version_cxt = AllocSetContextCreate(CacheMemoryContext, "ledger schema versions",
+											ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(version_cxt);
+	versions = NULL;
+	nversions = 0;
+	versions_generation = 0;
+
+	settings_relid = ledger_relid("stream_settings");
+	ledger_spi_connect();
+	rc = SPI_execute("SELECT pattern::pg_catalog.text, schema_version FROM ledger.stream_settings"
+					 " WHERE schema_version IS NOT NULL", true, 0);
+	ledger_spi_check(rc, SPI_OK_SELECT, "schema version load");
+	old = MemoryContextSwitchTo(version_cxt);
+	versions = palloc0(sizeof(CachedVersion) * Max(SPI_processed, 1));
+	for (r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+
+		versions[r].pattern = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[r],
+																SPI_tuptable->tupdesc, 1, &isnull));
+		versions[r].version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
+														  SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	nversions = (int) SPI_processed;
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	versions_generation = generation;
+}
+
+/*
+ * The current schema version of a stream (existing or not): that of the
+ * longest pattern matching it in ledger.stream_settings, else 1.  The one
+ * place the version is read from; nothing copies it per stream.
+ */
+int32
+ledger_current_version(const char *stream)
+{
+	int			len = strlen(stream);
+	int			best_rank = -1;
+	int32		version = 1;
+	int			i;
+
+	load_versions();
+	for (i = 0; i < nversions; i++)
+	{
+		int			rank = ledger_pattern_rank(versions[i].pattern, strlen(versions[i].pattern),
+											   stream, len);
+
+		if (rank > best_rank)
+		{
+			best_rank = rank;
+			version = versions[i].version;
+		}
+	}
+	return version;
 }
 
 /* How well a pattern matches a stream: -1 not at all, higher is better. */
@@ -231,8 +370,7 @@ ledger_upcast_plan(const char *stream, int32 target_version, bool explicit_targe
 	int			i,
 				j;
 
-	if (!upcasters_valid)
-		load_upcasters();
+	load_upcasters();
 
 	up = MemoryContextAllocZero(callercxt, sizeof(LedgerUpcastPlan));
 	up->cxt = callercxt;
@@ -438,29 +576,42 @@ upcast_error_callback(void *arg)
 			   format_procedure(ctx->step->fn));
 }
 
+/*
+ * Run a function step as the role that registered it, inside a
+ * security-restricted operation, the way PostgreSQL runs index expressions:
+ * the reader lends it no privilege, and it can neither change the session
+ * (SET ROLE, temporary objects, ...) nor keep a setting it changed.
+ */
 static Jsonb *
 apply_function(LedgerUpcastPlan *up, UpcastStep *step, Jsonb *payload, int64 entry_id)
 {
-	Oid			reader = GetOuterUserId();
 	Oid			save_userid;
 	int			save_sec_context;
+	int			save_nestlevel;
 	ErrorContextCallback errcb;
 	UpcastErrorContext ctx;
 	LOCAL_FCINFO(fcinfo, 1);
-	volatile Datum result = (Datum) 0;
+	Datum		result;
 
+	if (!OidIsValid(step->registrant))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the upcaster function of stream \"%s\" from version %d has no registrant",
+						up->stream, step->from_version),
+				 errdetail("Function upcasters run as the role that registered them, which ledger 0.1.0 did not record."),
+				 errhint("Run ALTER EXTENSION ledger UPDATE.")));
 	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(step->fn)))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("upcaster function of stream \"%s\" from version %d no longer exists",
 						up->stream, step->from_version)));
-	if (pg_proc_aclcheck(step->fn, reader, ACL_EXECUTE) != ACLCHECK_OK)
+	if (pg_proc_aclcheck(step->fn, step->registrant, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for upcaster function %s", format_procedure(step->fn)),
-				 errdetail("Reading entry " INT64_FORMAT " of stream \"%s\" needs it to upcast from version %d to %d.",
+				 errdetail("Reading entry " INT64_FORMAT " of stream \"%s\" needs it to upcast from version %d to %d, and the role that registered it may no longer execute it.",
 						   entry_id, up->stream, step->from_version, step->to_version),
-				 errhint("Upcaster functions run with the privileges of the reading user.")));
+				 errhint("Upcaster functions run with the privileges of the role that registered them.")));
 	if (!step->flinfo_ready)
 	{
 		fmgr_info_cxt(step->fn, &step->flinfo, up->cxt);
@@ -475,20 +626,18 @@ apply_function(LedgerUpcastPlan *up, UpcastStep *step, Jsonb *payload, int64 ent
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
+	/* an error unwinds the user switch and the GUC nest level by itself */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(reader, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	PG_TRY();
-	{
-		InitFunctionCallInfoData(*fcinfo, &step->flinfo, 1, InvalidOid, NULL, NULL);
-		fcinfo->args[0].value = PointerGetDatum(payload);
-		fcinfo->args[0].isnull = false;
-		result = FunctionCallInvoke(fcinfo);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
+	SetUserIdAndSecContext(step->registrant,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	InitFunctionCallInfoData(*fcinfo, &step->flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = PointerGetDatum(payload);
+	fcinfo->args[0].isnull = false;
+	result = FunctionCallInvoke(fcinfo);
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 	error_context_stack = errcb.previous;
 
 	if (fcinfo->isnull)
@@ -507,8 +656,7 @@ apply_function(LedgerUpcastPlan *up, UpcastStep *step, Jsonb *payload, int64 ent
 					 errmsg("upcaster function %s returned a non-object for entry " INT64_FORMAT " of stream \"%s\"",
 							format_procedure(step->fn), entry_id, up->stream),
 					 errdetail("Upcasting from version %d to %d must return a JSON object, not %s.",
-							   step->from_version, step->to_version,
-							   JsonbToCString(NULL, &out->root, VARSIZE(out)))));
+							   step->from_version, step->to_version, ledger_jsonb_kind(out))));
 		return out;
 	}
 }
@@ -596,28 +744,54 @@ check_versions(int32 from_version, int32 to_version)
 				 errmsg("an upcaster must change the version, not map %d to itself", from_version)));
 }
 
+/*
+ * Insert or replace a registration.  The caller is the registering role
+ * (register_upcaster is SECURITY INVOKER); the table belongs to the
+ * extension owner, who writes it.
+ */
 static void
 store_upcaster(const char *pattern, int32 from_version, int32 to_version,
 			   Datum rename, Datum defaults, Datum remove, bool has_fn, Oid fn)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		args[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	static SPIPlanPtr legacy_plan = NULL;
+	Oid			registrant = GetUserId();
+	bool		has_registrant;
+	Datum		args[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	LedgerSavedUser saved;
 	int			rc;
 
+	has_registrant = get_attnum(ledger_relid("upcasters"), "registered_by") != InvalidAttrNumber;
+	ledger_become_owner(&saved);
 	ledger_spi_connect();
-	if (plan == NULL)
+	if (has_registrant && plan == NULL)
 	{
-		Oid			types[7] = {TEXTOID, INT4OID, INT4OID, JSONBOID, JSONBOID, TEXTARRAYOID, OIDOID};
+		Oid			types[8] = {TEXTOID, INT4OID, INT4OID, JSONBOID, JSONBOID, TEXTARRAYOID, OIDOID, OIDOID};
 
 		plan = ledger_prepare_plan("INSERT INTO ledger.upcasters AS u (streams, from_version, to_version,"
-								   " rename, defaults, remove, fn)"
-								   " VALUES ($1, $2, $3, $4, $5, $6, $7::pg_catalog.regprocedure)"
+								   " rename, defaults, remove, fn, registered_by)"
+								   " VALUES ($1, $2, $3, $4, $5, $6, $7::pg_catalog.regprocedure, $8)"
 								   " ON CONFLICT (streams, from_version) DO UPDATE SET"
 								   " to_version = EXCLUDED.to_version, rename = EXCLUDED.rename,"
 								   " defaults = EXCLUDED.defaults, remove = EXCLUDED.remove,"
-								   " fn = EXCLUDED.fn, created_at = pg_catalog.now()",
-								   7, types);
+								   " fn = EXCLUDED.fn, registered_by = EXCLUDED.registered_by,"
+								   " created_at = pg_catalog.now()",
+								   8, types);
+	}
+	if (!has_registrant && legacy_plan == NULL)
+	{
+		Oid			types[7] = {TEXTOID, INT4OID, INT4OID, JSONBOID, JSONBOID, TEXTARRAYOID, OIDOID};
+
+		/* a database not yet updated from 0.1.0 has no registered_by */
+		legacy_plan = ledger_prepare_plan("INSERT INTO ledger.upcasters AS u (streams, from_version, to_version,"
+										  " rename, defaults, remove, fn)"
+										  " VALUES ($1, $2, $3, $4, $5, $6, $7::pg_catalog.regprocedure)"
+										  " ON CONFLICT (streams, from_version) DO UPDATE SET"
+										  " to_version = EXCLUDED.to_version, rename = EXCLUDED.rename,"
+										  " defaults = EXCLUDED.defaults, remove = EXCLUDED.remove,"
+										  " fn = EXCLUDED.fn, created_at = pg_catalog.now()",
+										  7, types);
 	}
 	args[0] = CStringGetTextDatum(pattern);
 	args[1] = Int32GetDatum(from_version);
@@ -626,11 +800,14 @@ store_upcaster(const char *pattern, int32 from_version, int32 to_version,
 	args[4] = defaults;
 	args[5] = remove;
 	args[6] = ObjectIdGetDatum(fn);
+	args[7] = ObjectIdGetDatum(registrant);
 	if (!has_fn)
 		nulls[6] = 'n';
-	rc = SPI_execute_plan(plan, args, nulls, false, 0);
+	rc = SPI_execute_plan(has_registrant ? plan : legacy_plan, args, nulls, false, 0);
 	ledger_spi_check(rc, SPI_OK_INSERT, "register_upcaster");
 	SPI_finish();
+	invalidate_cache_of("upcasters");
+	ledger_restore_user(&saved);
 }
 
 Datum
@@ -661,8 +838,7 @@ ledger_register_upcaster(PG_FUNCTION_ARGS)
 	if (!JB_ROOT_IS_OBJECT(defaults) || JB_ROOT_IS_SCALAR(defaults))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("defaults must be a JSON object, not %s",
-						JsonbToCString(NULL, &defaults->root, VARSIZE(defaults)))));
+				 errmsg("defaults must be a JSON object, not %s", ledger_jsonb_kind(defaults))));
 	ledger_check_tags(remove, "remove");
 
 	store_upcaster(pattern, PG_GETARG_INT32(1), PG_GETARG_INT32(2),
@@ -680,6 +856,7 @@ ledger_register_upcaster_fn(PG_FUNCTION_ARGS)
 	HeapTuple	proctup;
 	Form_pg_proc proc;
 	bool		ok;
+	bool		temporary;
 
 	pattern = ledger_check_pattern(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), &is_prefix);
 	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
@@ -701,12 +878,24 @@ ledger_register_upcaster_fn(PG_FUNCTION_ARGS)
 	proc = (Form_pg_proc) GETSTRUCT(proctup);
 	ok = proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID &&
 		proc->prorettype == JSONBOID && !proc->proretset && proc->prokind == PROKIND_FUNCTION;
+	temporary = isAnyTempNamespace(proc->pronamespace);
 	ReleaseSysCache(proctup);
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("upcaster function %s must take one jsonb argument and return jsonb",
 						format_procedure(fn))));
+	/* a temporary function is a session's private code; readers must not run it */
+	if (temporary)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("upcaster function %s is in a temporary schema", format_procedure(fn)),
+				 errdetail("Upcasters outlive the session that registers them and run in other sessions.")));
+	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s", format_procedure(fn)),
+				 errdetail("An upcaster function runs as the role that registers it, which must be allowed to execute it.")));
 
 	store_upcaster(pattern, PG_GETARG_INT32(1), PG_GETARG_INT32(2),
 				   DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")),
@@ -751,6 +940,7 @@ ledger_drop_upcaster(PG_FUNCTION_ARGS)
 				 errmsg("no upcaster from version %d is registered for \"%s\"",
 						PG_GETARG_INT32(1), pattern)));
 	SPI_finish();
+	invalidate_cache_of("upcasters");
 	PG_RETURN_VOID();
 }
 
@@ -786,24 +976,31 @@ ledger_set_schema_version(PG_FUNCTION_ARGS)
 		nulls[1] = 'n';
 	rc = SPI_execute_plan(plan, args, nulls, false, 0);
 	ledger_spi_check(rc, SPI_OK_INSERT, "set_schema_version");
-	ledger_refresh_stream_versions(pattern);
 	SPI_finish();
+	invalidate_cache_of("stream_settings");
 	PG_RETURN_VOID();
 }
 
 /*
- * Statement trigger on ledger.upcasters: make every backend reload its
- * cached registrations once this transaction commits.
+ * Statement trigger on ledger.upcasters and ledger.stream_settings: every
+ * backend reloads its caches once this transaction commits, whatever
+ * changed the tables (pg_restore too).  Also the 0.1.0 entry point.
  */
 Datum
-ledger_upcasters_changed(PG_FUNCTION_ARGS)
+ledger_invalidate_caches(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("ledger.upcasters_changed() must be called as a trigger")));
+				 errmsg("ledger.invalidate_caches() must be called as a trigger")));
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	return PointerGetDatum(NULL);
+}
+
+Datum
+ledger_upcasters_changed(PG_FUNCTION_ARGS)
+{
+	return ledger_invalidate_caches(fcinfo);
 }

@@ -142,7 +142,7 @@ ledger_check_string_object(Jsonb *value, const char *argname, bool allow_null_va
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a JSON object of strings, not %s", argname,
-						JsonbToCString(NULL, &value->root, VARSIZE(value))),
+						ledger_jsonb_kind(value)),
 				 errdetail("Example: '{\"source\": \"api\"}'.")));
 
 	it = JsonbIteratorInit(&value->root);
@@ -158,7 +158,8 @@ ledger_check_string_object(Jsonb *value, const char *argname, bool allow_null_va
 				continue;
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s key \"%s\" must have a string value", argname, key),
+					 errmsg("%s key \"%s\" must have a string value", argname,
+							ledger_quote_value(key, strlen(key))),
 					 errdetail("%s must be a flat JSON object whose values are strings%s.",
 							   argname, allow_null_values ? " (or null, to delete a key)" : "")));
 		}
@@ -195,6 +196,69 @@ ledger_check_payload(Jsonb *payload, int ordinal)
 				 errmsg("payload is %zu bytes, over ledger.max_payload_bytes (%d)",
 						size, ledger_max_payload_bytes)));
 	}
+}
+
+/*
+ * What kind of JSON value a jsonb is, for messages that must not paste the
+ * value itself (it may be megabytes).
+ */
+const char *
+ledger_jsonb_kind(Jsonb *value)
+{
+	if (JB_ROOT_IS_SCALAR(value))
+	{
+		JsonbValue	v;
+
+		if (!JsonbExtractScalar(&value->root, &v))
+			return "a scalar";
+		switch (v.type)
+		{
+			case jbvNull:
+				return "null";
+			case jbvString:
+				return "a string";
+			case jbvNumeric:
+				return "a number";
+			case jbvBool:
+				return "a boolean";
+			default:
+				return "a scalar";
+		}
+	}
+	return JB_ROOT_IS_ARRAY(value) ? "an array" : "an object";
+}
+
+/*
+ * An entry's payload, metadata, tags and annotations together must stay
+ * within ledger.max_payload_bytes, so that no field is a way around the
+ * limit.  annotations is NULL at append (they start empty).  ordinal names
+ * the batch entry (0 for a single append).
+ */
+void
+ledger_check_entry_size(Jsonb *payload, Jsonb *metadata, ArrayType *tags,
+						Jsonb *annotations, int ordinal)
+{
+	Size		size = VARSIZE_ANY_EXHDR(payload);
+
+	if (metadata)
+		size += VARSIZE_ANY_EXHDR(metadata);
+	if (tags)
+		size += VARSIZE_ANY_EXHDR(tags);
+	if (annotations)
+		size += VARSIZE_ANY_EXHDR(annotations);
+	if (size <= (Size) ledger_max_payload_bytes)
+		return;
+	if (ordinal > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("batch entry %d is %zu bytes, over ledger.max_payload_bytes (%d)",
+						ordinal, size, ledger_max_payload_bytes),
+				 errdetail("Payload, metadata, tags and annotations count together.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("entry is %zu bytes, over ledger.max_payload_bytes (%d)",
+					size, ledger_max_payload_bytes),
+			 errdetail("Payload, metadata, tags and annotations count together.")));
 }
 
 /* Tags: a one-dimensional text array without NULL elements. */

@@ -1,20 +1,29 @@
 /*-------------------------------------------------------------------------
  *
  * src/wait.c
- *		Blocking reads: read(wait => …) and read_all(wait => …) sleep on
- *		their own latch and are woken by the commit of an append to what
- *		they watch, never by polling.
+ *		Blocking reads: read(wait => …), read_all(wait => …) and the
+ *		background worker sleep on their own latch and are woken by the
+ *		commit of what they watch, never by polling.
  *
- * A waiter publishes (database, stream) in its slot and then sets
+ * A waiter publishes (database, pid, stream) in its slot and then sets
  * "waiting"; only after that does it take the snapshot of its next query.
- * A committer, after its commit is visible and its floor cleared, scans the
- * slots and sets the latch of every waiter on one of the streams it wrote
- * (or on stream 0, "anything in this database", which read_all and the
- * background worker use).  Either the committer sees the waiter, or the
+ * A committer, after its commit is visible and its floor withdrawn, scans
+ * the slots and sets the latch of every waiter on one of the streams it
+ * wrote (or on stream 0, "anything in this database", which read_all and
+ * the background worker use).  Either the committer sees the waiter, or the
  * waiter's snapshot sees the commit: no wake-up is lost.  A transaction
- * that aborts after appending wakes the stream-0 waiters too, since its
+ * that aborts after drawing ids wakes the stream-0 waiters too, since its
  * floor no longer holds the horizon back.  Waiters on other streams are
  * never woken, so idle tails cost nothing.
+ *
+ * A registration belongs to one waiting call: read.c undoes it under
+ * PG_ENSURE_ERROR_CLEANUP, every (sub)transaction abort undoes it, and an
+ * exit callback undoes it when the process leaves by any path.  A committer
+ * also skips a slot whose pid is no longer its proc's, and nwaiters (which
+ * lets committers skip the scan altogether) counts each registration once.
+ *
+ * Every wake-up bumps the slot's wakeups counter, so the background worker
+ * can tell a wake-up from a timeout and skip a pass when nothing happened.
  *
  *-------------------------------------------------------------------------
  */
@@ -22,11 +31,77 @@
 
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "utils/wait_event.h"
 
+#include "compat.h"
 #include "shmem.h"
+
+/*
+ * Streams this transaction appended to, to wake at commit.  Past
+ * WAKE_MAX_STREAMS distinct streams every waiter of the database is woken
+ * instead, which is correct and keeps the list small.
+ */
+#define WAKE_MAX_STREAMS 32
+static int32 wake_streams[WAKE_MAX_STREAMS];
+static int	wake_nstreams = 0;
+static bool wake_every_stream = false;
+
+static bool exit_callback_registered = false;
+
+/* The background worker's registration outlives its aborted transactions. */
+static bool registration_is_permanent = false;
+
+void
+ledger_wait_note_append(int32 stream_id)
+{
+	int			i;
+
+	if (wake_every_stream)
+		return;
+	for (i = 0; i < wake_nstreams; i++)
+		if (wake_streams[i] == stream_id)
+			return;
+	if (wake_nstreams == WAKE_MAX_STREAMS)
+		wake_every_stream = true;
+	else
+		wake_streams[wake_nstreams++] = stream_id;
+}
+
+static void
+wait_exit_callback(int code, Datum arg)
+{
+	registration_is_permanent = false;
+	ledger_wait_unregister();
+}
+
+/*
+ * Arrange for the registration to be undone when the process exits.  Called
+ * before a waiting read enters its PG_ENSURE_ERROR_CLEANUP block, whose own
+ * exit callback must stay the latest one registered.
+ */
+void
+ledger_wait_prepare(void)
+{
+	if (ledger_shared != NULL && !exit_callback_registered)
+	{
+		before_shmem_exit(wait_exit_callback, (Datum) 0);
+		exit_callback_registered = true;
+	}
+}
+
+/*
+ * For the background worker: wait for any commit in the database from now
+ * until the process exits, whatever its transactions do.
+ */
+void
+ledger_wait_register_permanently(void)
+{
+	registration_is_permanent = true;
+	ledger_wait_register(0);
+}
 
 void
 ledger_wait_register(int32 stream_id)
@@ -35,20 +110,14 @@ ledger_wait_register(int32 stream_id)
 
 	if (ledger_shared == NULL)
 		return;
+	ledger_wait_prepare();
 	slot = ledger_my_slot();
-	if (pg_atomic_read_u32(&slot->waiting) == 0)
-	{
-		slot->wait_dboid = MyDatabaseId;
-		slot->wait_stream = stream_id;
-		pg_write_barrier();
-		pg_atomic_write_u32(&slot->waiting, 1);
+	slot->wait_dboid = MyDatabaseId;
+	slot->wait_pid = MyProcPid;
+	slot->wait_stream = stream_id;
+	pg_write_barrier();
+	if (pg_atomic_exchange_u32(&slot->waiting, 1) == 0)
 		pg_atomic_fetch_add_u32(&ledger_shared->nwaiters, 1);
-	}
-	else if (slot->wait_stream != stream_id)
-	{
-		/* a stream that did not exist at first has appeared */
-		slot->wait_stream = stream_id;
-	}
 	/* Registration must be visible before our next snapshot is taken. */
 	pg_memory_barrier();
 }
@@ -58,14 +127,20 @@ ledger_wait_unregister(void)
 {
 	LedgerProcSlot *slot;
 
-	if (ledger_shared == NULL || MyProc == NULL)
+	if (ledger_shared == NULL || MyProc == NULL || registration_is_permanent)
 		return;
 	slot = ledger_my_slot();
-	if (pg_atomic_read_u32(&slot->waiting) != 0)
-	{
-		pg_atomic_write_u32(&slot->waiting, 0);
+	if (pg_atomic_exchange_u32(&slot->waiting, 0) != 0)
 		pg_atomic_fetch_sub_u32(&ledger_shared->nwaiters, 1);
-	}
+}
+
+/* How often this backend has been woken; see the header comment. */
+uint64
+ledger_wait_wakeups(void)
+{
+	if (ledger_shared == NULL)
+		return 0;
+	return pg_atomic_read_u64(&ledger_my_slot()->wakeups);
 }
 
 /*
@@ -92,17 +167,28 @@ ledger_wait_sleep(TimestampTz deadline)
 	return true;
 }
 
-/*
- * Wake the waiters of this database on any of the given streams, and with
- * horizon_moved also the database-wide waiters.
- */
+/* Wake one backend by proc number, counting the wake-up. */
 void
-ledger_wait_wake(const int32 *stream_ids, int nstreams, bool horizon_moved)
+ledger_wait_poke(int procno)
+{
+	if (ledger_shared == NULL || procno < 0 || procno >= ledger_shared->nslots)
+		return;
+	pg_atomic_fetch_add_u64(&ledger_shared->slots[procno].wakeups, 1);
+	SetLatch(&ledger_proc_by_number(procno)->procLatch);
+}
+
+/*
+ * Wake the waiters of this database on the streams noted by
+ * ledger_wait_note_append(), and with horizon_moved also the database-wide
+ * waiters.
+ */
+static void
+wake_waiters(bool horizon_moved)
 {
 	int			i,
 				j;
 
-	if (ledger_shared == NULL || pg_atomic_read_u32(&ledger_shared->nwaiters) == 0)
+	if (pg_atomic_read_u32(&ledger_shared->nwaiters) == 0)
 		return;
 
 	for (i = 0; i < ledger_shared->nslots; i++)
@@ -113,16 +199,43 @@ ledger_wait_wake(const int32 *stream_ids, int nstreams, bool horizon_moved)
 		if (pg_atomic_read_u32(&slot->waiting) == 0)
 			continue;
 		pg_read_barrier();
-		if (slot->wait_dboid != MyDatabaseId)
+		if (slot->wait_dboid != MyDatabaseId ||
+			slot->wait_pid != ledger_proc_by_number(i)->pid)
 			continue;
 		if (slot->wait_stream == 0)
 			wake = horizon_moved;
+		else if (wake_every_stream)
+			wake = true;
 		else
 		{
-			for (j = 0; j < nstreams && !wake; j++)
-				wake = (stream_ids[j] == slot->wait_stream);
+			for (j = 0; j < wake_nstreams && !wake; j++)
+				wake = (wake_streams[j] == slot->wait_stream);
 		}
 		if (wake)
-			SetLatch(&ProcGlobal->allProcs[i].procLatch);
+			ledger_wait_poke(i);
 	}
+}
+
+/* xact.c: the transaction committed, and its commit is visible. */
+void
+ledger_wait_xact_commit(bool horizon_moved)
+{
+	if (ledger_shared != NULL && (horizon_moved || wake_nstreams > 0 || wake_every_stream))
+		wake_waiters(horizon_moved);
+	wake_nstreams = 0;
+	wake_every_stream = false;
+}
+
+/* xact.c: the transaction (or a subtransaction, top = false) aborted. */
+void
+ledger_wait_xact_abort(bool top, bool horizon_moved)
+{
+	ledger_wait_unregister();
+	if (!top)
+		return;
+	/* Nothing committed, but a withdrawn floor lets read_all move on. */
+	wake_nstreams = 0;
+	wake_every_stream = false;
+	if (ledger_shared != NULL && horizon_moved)
+		wake_waiters(true);
 }

@@ -55,7 +55,7 @@ my %q = (
 	entries => q{SELECT e.id, s.name, e.seq, e.payload, e.order_key, e.dedup_key, e.schema_version,
 	                    e.metadata, e.tags, e.annotations, e.created_at, e.updated_at
 	               FROM ledger.entries e JOIN ledger.streams s USING (stream_id) ORDER BY e.id},
-	streams => q{SELECT name, last_seq, trimmed_seq, schema_version, created_at, last_appended_at
+	streams => q{SELECT name, last_seq, trimmed_seq, created_at, last_appended_at
 	               FROM ledger.streams ORDER BY name},
 	stats => q{SELECT (ledger.stat(s)).*, ledger.count(s)
 	             FROM unnest(ARRAY['orders-1','audit','other','missing']) s ORDER BY 1},

@@ -105,9 +105,13 @@ SELECT string_agg(line, E'\n' ORDER BY line) FROM (
          || ' cache=' || s.seqcache || ' cycle=' || s.seqcycle
     FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid WHERE c.relnamespace = (SELECT oid FROM n)
   UNION ALL
+  -- schema ledger itself is a member only where 0.2.0's script created it:
+  -- an updated 0.1.0 database keeps it as the extension's own schema
+  -- (PostgreSQL cannot make an extension's schema a member of it)
   SELECT 'member ' || pg_describe_object(classid, objid, objsubid) FROM pg_depend
    WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
      AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ledger')
+     AND classid <> 'pg_namespace'::regclass
   UNION ALL
   SELECT 'dump ' || unnest(extconfig)::regclass || ' ' FROM pg_extension WHERE extname = 'ledger'
   UNION ALL
@@ -144,6 +148,11 @@ is($node->safe_psql('old', qq{SELECT annotations->>'k' FROM ledger.read('orders-
 	'v', 'side data works after the update');
 is($node->safe_psql('old', q{SELECT count(*) FROM ledger.sinks_status WHERE name = 'archive'}),
 	'1', 'the sink survives the update');
+# the worker serves the database once it is updated (not before: its
+# statements need the current schema), without a restart
+ok($node->poll_query_until('old',
+	q{SELECT lag_entries = 0 AND position > 0 FROM ledger.sinks_status WHERE name = 'archive'}),
+	'the sink created under 0.1.0 exports once the extension is updated');
 
 $node->stop;
 done_testing();

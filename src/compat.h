@@ -1,0 +1,49 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/compat.h
+ *		The differences between the PostgreSQL major versions ledger builds
+ *		against (15, 16, 17), as small inline wrappers, so that no other
+ *		file needs a version test.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef LEDGER_COMPAT_H
+#define LEDGER_COMPAT_H
+
+#include "postgres.h"
+
+#include "access/xlogdefs.h"
+#include "miscadmin.h"
+#include "replication/message.h"
+#include "storage/proc.h"
+
+/* This backend's index into ProcGlobal->allProcs (and into our slots). */
+static inline int
+ledger_my_procno(void)
+{
+#if PG_VERSION_NUM >= 170000
+	return MyProcNumber;
+#else
+	return MyProc->pgprocno;
+#endif
+}
+
+/* The PGPROC of a proc number. */
+static inline PGPROC *
+ledger_proc_by_number(int procno)
+{
+	return &ProcGlobal->allProcs[procno];
+}
+
+/* A transactional logical decoding message (17 added a flush argument). */
+static inline XLogRecPtr
+ledger_log_logical_message(const char *prefix, const char *message, size_t size)
+{
+#if PG_VERSION_NUM >= 170000
+	return LogLogicalMessage(prefix, message, size, true, false);
+#else
+	return LogLogicalMessage(prefix, message, size, true);
+#endif
+}
+
+#endif							/* LEDGER_COMPAT_H */
