@@ -85,6 +85,7 @@ update_side_data(SPIPlanPtr plan, const char *stream_name, int64 id, Datum value
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("entry " INT64_FORMAT " not found in stream \"%s\"", id, stream_name)));
 	check_updated_size(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, id);
+	ledger_mirror_note_update(id);
 	if (XLogLogicalInfoActive())
 	{
 		char	   *msg = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);

@@ -12,8 +12,9 @@
  *	- objects, arrays, strings, true/false and null map to their BSON types;
  *	  keys are copied as they are, whatever they look like;
  *	- a number becomes int32 or int64 when it is integral and in range,
- *	  else a double when the double prints back as the same number (0.1 and
- *	  2.5 are doubles; 12345678901234567.5 is not), else Decimal128 when it
+ *	  else a double when the double's shortest printing is the same number
+ *	  (0.1 and 2.5 are doubles; 12345678901234567.5 and 0.10000000000000001
+ *	  are not), else Decimal128 when it
  *	  has at most 34 significant digits and an exponent Decimal128 can hold
  *	  (1e400, 123456789012345678901234567890); anything else cannot be
  *	  stored exactly and is an error, never a rounded value;
@@ -364,22 +365,18 @@ scan_number(JsonParser *js, Decimal *d, const char **text, size_t *textlen)
 	return 0;
 }
 
-/* Does the double x print, with d->ndigits digits, as exactly d? */
+/* Is s, printed by "%.*e", the normalized decimal d? */
 static int
-double_is_exact(double x, const Decimal *d)
+printed_equals(const char *buf, const Decimal *d)
 {
-	char		buf[64];
 	const char *p;
 	char		digits[32];
 	int			n = 0;
 	long		e;
 	char	   *endp;
 
-	if (!isfinite(x) || x == 0.0 || d->ndigits > 17)
-		return 0;
-	snprintf(buf, sizeof(buf), "%.*e", d->ndigits - 1, fabs(x));
 	for (p = buf; *p && *p != 'e'; p++)
-		if (isdigit((unsigned char) *p))
+		if (isdigit((unsigned char) *p) && n < (int) sizeof(digits))
 			digits[n++] = *p;
 	if (*p != 'e')
 		return 0;
@@ -395,6 +392,33 @@ double_is_exact(double x, const Decimal *d)
 		e++;
 	}
 	return n == d->ndigits && memcmp(digits, d->digits, (size_t) n) == 0 && e == d->exp;
+}
+
+/*
+ * Is the double x the one whose shortest round-trip printing is d?  Then a
+ * reader sees the very number the log holds.  A decimal of up to 15
+ * significant digits is the shortest printing of its double (DBL_DIG); one
+ * of 16 or 17 must also have no shorter printing that reads back as x
+ * (0.10000000000000001 reads as the double that prints as 0.1).
+ */
+static int
+double_is_exact(double x, const Decimal *d)
+{
+	char		buf[64];
+	int			p;
+
+	if (!isfinite(x) || x == 0.0 || d->ndigits > 17)
+		return 0;
+	snprintf(buf, sizeof(buf), "%.*e", d->ndigits - 1, fabs(x));
+	if (!printed_equals(buf, d))
+		return 0;
+	for (p = 1; d->ndigits > 15 && p < d->ndigits; p++)
+	{
+		snprintf(buf, sizeof(buf), "%.*e", p - 1, fabs(x));
+		if (strtod(buf, NULL) == fabs(x))
+			return 0;
+	}
+	return 1;
 }
 
 static int
