@@ -103,7 +103,7 @@ CREATE TABLE ledger.streams (
 	last_appended_at	timestamptz,
 	CONSTRAINT streams_pkey PRIMARY KEY (stream_id),
 	CONSTRAINT streams_name_key UNIQUE (name),
-	CONSTRAINT streams_seq_check CHECK (trimmed_seq >= 0 AND trimmed_seq <= last_seq)
+	CONSTRAINT streams_seq_check CHECK (trimmed_seq OPERATOR(pg_catalog.>=) 0 AND trimmed_seq OPERATOR(pg_catalog.<=) last_seq)
 ) WITH (fillfactor = 50);
 CREATE SEQUENCE ledger.streams_stream_id_seq AS integer OWNED BY ledger.streams.stream_id;
 ALTER TABLE ledger.streams
@@ -145,8 +145,8 @@ CREATE TABLE ledger.stream_settings (
 	max_age			interval,
 	updated_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	CONSTRAINT stream_settings_pkey PRIMARY KEY (pattern),
-	CONSTRAINT stream_settings_version_check CHECK (schema_version >= 1),
-	CONSTRAINT stream_settings_max_entries_check CHECK (max_entries >= 0)
+	CONSTRAINT stream_settings_version_check CHECK (schema_version OPERATOR(pg_catalog.>=) 1),
+	CONSTRAINT stream_settings_max_entries_check CHECK (max_entries OPERATOR(pg_catalog.>=) 0)
 );
 
 CREATE TABLE ledger.upcasters (
@@ -161,7 +161,7 @@ CREATE TABLE ledger.upcasters (
 	-- a function upcaster runs as this role (the one that registered it)
 	registered_by	regrole,
 	CONSTRAINT upcasters_pkey PRIMARY KEY (streams, from_version),
-	CONSTRAINT upcasters_version_check CHECK (from_version >= 1 AND to_version >= 1
+	CONSTRAINT upcasters_version_check CHECK (from_version OPERATOR(pg_catalog.>=) 1 AND to_version OPERATOR(pg_catalog.>=) 1
 		AND from_version OPERATOR(pg_catalog.<>) to_version)
 );
 COMMENT ON TABLE ledger.upcasters IS 'Upcaster registrations; change them with ledger.register_upcaster/drop_upcaster';
@@ -456,8 +456,8 @@ CREATE TABLE ledger.sinks (
 	last_error_at	timestamptz,
 	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	CONSTRAINT sinks_pkey PRIMARY KEY (name),
-	CONSTRAINT sinks_kind_check CHECK (kind IN ('sqlite', 'mongodb')),
-	CONSTRAINT sinks_state_check CHECK (state IN ('active', 'paused', 'error'))
+	CONSTRAINT sinks_kind_check CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['sqlite', 'mongodb'])),
+	CONSTRAINT sinks_state_check CHECK (state OPERATOR(pg_catalog.=) ANY (ARRAY['active', 'paused', 'error']))
 );
 SELECT pg_catalog.pg_extension_config_dump('ledger.sinks', '');
 REVOKE ALL ON ledger.sinks FROM PUBLIC;

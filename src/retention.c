@@ -510,7 +510,8 @@ ledger_set_retention(PG_FUNCTION_ARGS)
 
 	if (!ledger_loaded_via_preload && !(PG_ARGISNULL(1) && PG_ARGISNULL(2)))
 		ereport(WARNING,
-				(errmsg("retention limits for \"%s\" are stored, but nothing enforces them", pattern),
+				(errmsg("retention limits for \"%s\" are stored, but nothing enforces them",
+						ledger_quote_value(pattern, strlen(pattern))),
 				 errdetail("ledger is not in shared_preload_libraries, so no background worker runs."),
 				 errhint("Add 'ledger' to shared_preload_libraries and restart, or call ledger.enforce_retention() regularly.")));
 	PG_RETURN_VOID();

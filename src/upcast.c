@@ -65,6 +65,7 @@ struct LedgerUpcastPlan
 {
 	MemoryContext cxt;			/* where the plan and its FmgrInfos live */
 	char	   *stream;
+	char	   *shown;			/* the stream as messages quote it */
 	int32		target;
 	bool		explicit_target;
 	int			nsteps;
@@ -375,6 +376,7 @@ ledger_upcast_plan(const char *stream, int32 target_version, bool explicit_targe
 	up = MemoryContextAllocZero(callercxt, sizeof(LedgerUpcastPlan));
 	up->cxt = callercxt;
 	up->stream = MemoryContextStrdup(callercxt, stream);
+	up->shown = ledger_quote_value(stream, strlen(stream));
 	up->target = target_version;
 	up->explicit_target = explicit_target;
 	up->steps = MemoryContextAllocZero(callercxt, sizeof(UpcastStep) * Max(nupcasters, 1));
@@ -572,7 +574,7 @@ upcast_error_callback(void *arg)
 	UpcastErrorContext *ctx = (UpcastErrorContext *) arg;
 
 	errcontext("upcasting entry " INT64_FORMAT " of stream \"%s\" from version %d to %d with %s",
-			   ctx->entry_id, ctx->up->stream, ctx->step->from_version, ctx->step->to_version,
+			   ctx->entry_id, ctx->up->shown, ctx->step->from_version, ctx->step->to_version,
 			   format_procedure(ctx->step->fn));
 }
 
@@ -597,20 +599,20 @@ apply_function(LedgerUpcastPlan *up, UpcastStep *step, Jsonb *payload, int64 ent
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the upcaster function of stream \"%s\" from version %d has no registrant",
-						up->stream, step->from_version),
+						up->shown, step->from_version),
 				 errdetail("Function upcasters run as the role that registered them, which ledger 0.1.0 did not record."),
 				 errhint("Run ALTER EXTENSION ledger UPDATE.")));
 	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(step->fn)))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("upcaster function of stream \"%s\" from version %d no longer exists",
-						up->stream, step->from_version)));
+						up->shown, step->from_version)));
 	if (pg_proc_aclcheck(step->fn, step->registrant, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for upcaster function %s", format_procedure(step->fn)),
 				 errdetail("Reading entry " INT64_FORMAT " of stream \"%s\" needs it to upcast from version %d to %d, and the role that registered it may no longer execute it.",
-						   entry_id, up->stream, step->from_version, step->to_version),
+						   entry_id, up->shown, step->from_version, step->to_version),
 				 errhint("Upcaster functions run with the privileges of the role that registered them.")));
 	if (!step->flinfo_ready)
 	{
@@ -644,7 +646,7 @@ apply_function(LedgerUpcastPlan *up, UpcastStep *step, Jsonb *payload, int64 ent
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("upcaster function %s returned NULL for entry " INT64_FORMAT " of stream \"%s\"",
-						format_procedure(step->fn), entry_id, up->stream),
+						format_procedure(step->fn), entry_id, up->shown),
 				 errdetail("Upcasting from version %d to %d must return a JSON object.",
 						   step->from_version, step->to_version)));
 	{
@@ -654,7 +656,7 @@ apply_function(LedgerUpcastPlan *up, UpcastStep *step, Jsonb *payload, int64 ent
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("upcaster function %s returned a non-object for entry " INT64_FORMAT " of stream \"%s\"",
-							format_procedure(step->fn), entry_id, up->stream),
+							format_procedure(step->fn), entry_id, up->shown),
 					 errdetail("Upcasting from version %d to %d must return a JSON object, not %s.",
 							   step->from_version, step->to_version, ledger_jsonb_kind(out))));
 		return out;
@@ -685,21 +687,21 @@ ledger_upcast(LedgerUpcastPlan *up, Jsonb *payload, int32 from_version, int64 en
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("cannot read entry " INT64_FORMAT " of stream \"%s\" as version %d",
-								entry_id, up->stream, up->target),
+								entry_id, up->shown, up->target),
 						 errdetail("The entry has version %d and no upcaster from version %d leads down to %d.",
 								   from_version, version, up->target)));
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_EXCEPTION),
 					 errmsg("missing upcaster for stream \"%s\": entry " INT64_FORMAT " needs a step from version %d towards %d",
-							up->stream, entry_id, version, up->target),
+							up->shown, entry_id, version, up->target),
 					 errdetail("The entry was written with version %d.", from_version),
 					 errhint("Register one with ledger.register_upcaster('%s', %d, %d, …).",
-							 up->stream, version, version + 1)));
+							 up->shown, version, version + 1)));
 		}
 		if (++hops > up->nsteps)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("upcasters of stream \"%s\" form a cycle at version %d", up->stream, version)));
+					 errmsg("upcasters of stream \"%s\" form a cycle at version %d", up->shown, version)));
 
 		if (OidIsValid(step->fn))
 		{
@@ -718,7 +720,7 @@ ledger_upcast(LedgerUpcastPlan *up, Jsonb *payload, int32 from_version, int64 en
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							 errmsg("cannot upcast entry " INT64_FORMAT " of stream \"%s\" from version %d to %d: its payload is not a JSON object",
-									entry_id, up->stream, step->from_version, step->to_version),
+									entry_id, up->shown, step->from_version, step->to_version),
 							 errdetail("Declarative upcasters (rename, defaults, remove) apply to object payloads only.")));
 				pairs.npairs = 0;
 				decode_pairs(&payload->root, &pairs);
@@ -938,7 +940,7 @@ ledger_drop_upcaster(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("no upcaster from version %d is registered for \"%s\"",
-						PG_GETARG_INT32(1), pattern)));
+						PG_GETARG_INT32(1), ledger_quote_value(pattern, strlen(pattern)))));
 	SPI_finish();
 	invalidate_cache_of("upcasters");
 	PG_RETURN_VOID();

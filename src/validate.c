@@ -32,6 +32,13 @@ ledger_quote_value(const char *s, int len)
 	const unsigned char *end = p + len;
 	int			nchars = 0;
 
+	/*
+	 * The message is converted to the client's encoding when it is sent; a
+	 * character that encoding lacks would turn our error into a conversion
+	 * error (22P05), so such clients get non-ASCII characters escaped.
+	 */
+	bool		ascii_only = pg_get_client_encoding() != PG_UTF8;
+
 	initStringInfo(&buf);
 	while (p < end && nchars < LEDGER_QUOTE_CHARS)
 	{
@@ -49,8 +56,16 @@ ledger_quote_value(const char *s, int len)
 			appendStringInfo(&buf, "\\x%02x", *p);
 			l = 1;
 		}
-		else if (l == 2 && p[0] == 0xc2 && p[1] <= 0x9f)
-			appendStringInfo(&buf, "\\u%04x", p[1]);	/* C1 control */
+		else if ((l == 2 && p[0] == 0xc2 && p[1] <= 0x9f) || ascii_only)
+		{
+			/* C1 controls always; any non-ASCII character for a client that may not have it */
+			pg_wchar	cp = utf8_to_unicode(p);
+
+			if (cp <= 0xffff)
+				appendStringInfo(&buf, "\\u%04x", (unsigned int) cp);
+			else
+				appendStringInfo(&buf, "\\U%08x", (unsigned int) cp);
+		}
 		else
 			appendBinaryStringInfo(&buf, (const char *) p, l);
 		p += l;
