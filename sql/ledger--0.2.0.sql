@@ -539,7 +539,7 @@ CREATE TABLE ledger.changes (
 	stream_id	integer NOT NULL,
 	kind		text NOT NULL,
 	CONSTRAINT changes_pkey PRIMARY KEY (id),
-	CONSTRAINT changes_kind_check CHECK (kind IN ('update', 'trim'))
+	CONSTRAINT changes_kind_check CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['update', 'trim']))
 );
 COMMENT ON TABLE ledger.changes IS 'Side-data changes and trims not yet applied by every export sink';
 SELECT pg_catalog.pg_extension_config_dump('ledger.changes', '');
