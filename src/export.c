@@ -49,6 +49,7 @@
 #include "catalog/pg_type.h"
 #include "datatype/timestamp.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/ipc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -164,13 +165,19 @@ run_call(void *arg)
 	}
 }
 
+/* pg_stat_activity shows which sink the worker waits for */
 static int
 sink_call(SinkState *st, SinkCall *c)
 {
+	static const char *const what[] = {"opening", "reading the cursor of", "checking",
+	"writing to", "closing"};
+
 	if (st->thread == NULL)
 		st->thread = ledger_sink_thread_create();
 	c->st = st;
+	pgstat_report_activity(STATE_RUNNING, psprintf("ledger: %s sink %s", what[c->kind], st->name));
 	ledger_sink_thread_run(st->thread, run_call, c);
+	pgstat_report_activity(STATE_IDLE, NULL);
 	return c->rc;
 }
 

@@ -1220,6 +1220,8 @@ mongo_sink_apply(void *state, const LedgerExportRow *rows, int n,
 	int			from = 0;
 
 	fail_as(failure, LEDGER_SINK_TRANSIENT, -1);
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
 	while (from < n)
 	{
 		mongoc_bulk_operation_t *bulk;
@@ -1249,7 +1251,11 @@ mongo_sink_apply(void *state, const LedgerExportRow *rows, int n,
 		mongoc_bulk_operation_destroy(bulk);
 		if (!ok && !first_write_error(&reply, &index, &code, msg, sizeof(msg)))
 		{
-			driver_err(s, err, errlen, "cannot write", error.message);
+			char		what[128];
+
+			snprintf(what, sizeof(what), "cannot write the items from entry %" PRId64 " on (%d of them)",
+					 rows[from].id, n - from);
+			driver_err(s, err, errlen, what, error.message);
 			bson_destroy(&reply);
 			return -1;
 		}
@@ -1312,6 +1318,39 @@ mongo_sink_apply(void *state, const LedgerExportRow *rows, int n,
 				rows[upto].stream ? rows[upto].stream : "", code, msg);
 		fail_as(failure, LEDGER_SINK_DIVERGED, upto);
 		return -1;
+	}
+
+	/* a document somebody else wrote (a driver-made _id) is a divergence */
+	{
+		bson_t		filter = BSON_INITIALIZER;
+		bson_t		range;
+		bson_t	   *opts = BCON_NEW("limit", BCON_INT64(1), "projection", "{", "_id", BCON_INT32(1), "}");
+		bson_oid_t	bound;
+		mongoc_cursor_t *c;
+		const bson_t *doc;
+		bson_error_t error;
+		int			foreign;
+
+		oid_upper_bound(&bound);
+		bson_append_document_begin(&filter, "_id", -1, &range);
+		bson_append_oid(&range, "$gte", -1, &bound);
+		bson_append_document_end(&filter, &range);
+		c = mongoc_collection_find_with_opts(s->coll, &filter, opts, NULL);
+		foreign = mongoc_cursor_next(c, &doc);
+		if (!foreign && mongoc_cursor_error(c, &error))
+			driver_err(s, err, errlen, "cannot read", error.message);
+		else if (foreign)
+		{
+			set_err(err, errlen,
+					"mongodb sink \"%s\": collection \"%s\" of \"%s\" holds a document that no ledger sink wrote (an ObjectId made by a driver); somebody else writes to it",
+					s->sink_name, s->collection, s->redacted);
+			fail_as(failure, LEDGER_SINK_DIVERGED, -1);
+		}
+		mongoc_cursor_destroy(c);
+		bson_destroy(opts);
+		bson_destroy(&filter);
+		if (foreign || (err != NULL && err[0] != '\0'))
+			return -1;
 	}
 
 	/* the cursor, after the items: $max never lets it go back */

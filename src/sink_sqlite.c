@@ -70,6 +70,8 @@
 #define SQLITE_SINK_CURSOR_PREFIX	"ledger_sink:"
 #define SQLITE_SINK_DEFAULT_MODE	0600
 
+#define Min64(a, b) ((a) < (b) ? (a) : (b))
+
 typedef struct SqliteOptions
 {
 	char	   *table;
@@ -1115,9 +1117,16 @@ sqlite_sink_apply(void *state, const LedgerExportRow *rows, int n,
 		}
 	}
 
-	/* rows of others among the ids this batch covers */
-	rc = find_foreign(s, s->foreign_in_range, rows[0].position - 1, rows[n - 1].position,
-					  &foreign, err, errlen);
+	/* rows of others among the ids from the cursor to this batch's end */
+	{
+		int64_t		from;
+		int			present;
+
+		if (sqlite_sink_cursor(s, &from, &present, err, errlen) != 0)
+			goto fail;
+		rc = find_foreign(s, s->foreign_in_range, Min64(from, rows[0].position - 1),
+						  rows[n - 1].position, &foreign, err, errlen);
+	}
 	if (rc != 0)
 	{
 		fail_as(failure, rc > 0 ? LEDGER_SINK_DIVERGED : LEDGER_SINK_TRANSIENT, -1);

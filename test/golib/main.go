@@ -5,6 +5,7 @@
 //
 //	ledger-check -sqlite FILE [-table T] [-streams PATTERN]
 //	ledger-check -mongo URI -db DB [-collection C] [-streams PATTERN]
+//	ledger-check -sqlite FILE -dump   (print what the library reads; no server)
 //
 // PostgreSQL is reached through the usual PG* environment variables.  For
 // every stream of the pattern it compares: the whole stream (Read with
@@ -57,17 +58,12 @@ func main() {
 	mongoDB := flag.String("db", "", "MongoDB database")
 	collection := flag.String("collection", "ledger_entries", "MongoDB collection")
 	pattern := flag.String("streams", "*", "streams pattern of the sink")
+	dump := flag.Bool("dump", false, "print every entry the library reads, compare nothing")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	pg, err := pgx.Connect(ctx, "")
-	if err != nil {
-		fail("connect to PostgreSQL: %v", err)
-	}
-	defer pg.Close(ctx)
-
-	c := &checker{pg: pg}
+	c := &checker{}
 	switch {
 	case *sqlitePath != "":
 		db, err := sql.Open("sqlite", "file:"+*sqlitePath+"?mode=ro&_pragma=busy_timeout(5000)")
@@ -87,6 +83,16 @@ func main() {
 	default:
 		fail("give -sqlite or -mongo")
 	}
+	if *dump {
+		dumpStore(ctx, c.target)
+		return
+	}
+	pg, err := pgx.Connect(ctx, "")
+	if err != nil {
+		fail("connect to PostgreSQL: %v", err)
+	}
+	defer pg.Close(ctx)
+	c.pg = pg
 
 	streams, err := c.pgStreams(ctx, *pattern)
 	if err != nil {
@@ -440,4 +446,46 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// dumpStore prints what a library user reads: every stream, every entry.
+func dumpStore(ctx context.Context, st store) {
+	after := ""
+	for {
+		streams, err := st.ListStreamIDs(ctx, after, 100)
+		if err != nil {
+			fail("ListStreamIDs: %v", err)
+		}
+		for _, s := range streams {
+			var last int64
+			for {
+				page, err := st.Read(ctx, s, readOpts{After: last, Limit: 100})
+				if err != nil {
+					fail("Read(%q): %v", s, err)
+				}
+				for _, e := range page {
+					fmt.Printf("%s #%d id=%d payload=%s order_key=%q tags=%v annotations=%v created_at=%s\n",
+						e.Stream, e.Seq, e.ID, payloadText(e.Payload), e.OrderKey, e.Tags, e.Annotations,
+						e.CreatedAt.Format(time.RFC3339Nano))
+					last = e.ID
+				}
+				if len(page) < 100 {
+					break
+				}
+			}
+		}
+		if len(streams) < 100 {
+			return
+		}
+		after = streams[len(streams)-1]
+	}
+}
+
+func payloadText(p any) string {
+	switch v := p.(type) {
+	case json.RawMessage:
+		return string(v)
+	default:
+		return fmt.Sprint(v)
+	}
 }

@@ -312,7 +312,41 @@ func (m *mongoStore) Count(ctx context.Context, stream string) (int64, error) {
 	return m.coll.CountDocuments(ctx, bson.D{{Key: "stream", Value: stream}})
 }
 
+// Stat is the library's $group pipeline.  FerretDB 1.x has no $min/$max
+// accumulators (the library's own Stat fails there the same way), so on
+// "not implemented" the same figures come from Count and two sorted finds.
 func (m *mongoStore) Stat(ctx context.Context, stream string) (stat, error) {
+	st, err := m.statGroup(ctx, stream)
+	if err == nil || !strings.Contains(err.Error(), "not implemented") {
+		return st, err
+	}
+	st.Count, err = m.Count(ctx, stream)
+	if err != nil || st.Count == 0 {
+		return stat{Count: st.Count}, err
+	}
+	for _, dir := range []int{1, -1} {
+		var d struct {
+			ID bson.ObjectID `bson:"_id"`
+		}
+		err := m.coll.FindOne(ctx, bson.D{{Key: "stream", Value: stream}},
+			mongoopts.FindOne().SetSort(bson.D{{Key: "_id", Value: dir}})).Decode(&d)
+		if err != nil {
+			return stat{}, err
+		}
+		id, err := idOf(d.ID)
+		if err != nil {
+			return stat{}, err
+		}
+		if dir == 1 {
+			st.FirstID = id
+		} else {
+			st.LastID = id
+		}
+	}
+	return st, nil
+}
+
+func (m *mongoStore) statGroup(ctx context.Context, stream string) (stat, error) {
 	cur, err := m.coll.Aggregate(ctx, mongo.Pipeline{
 		{{Key: "$match", Value: bson.D{{Key: "stream", Value: stream}}}},
 		{{Key: "$group", Value: bson.D{

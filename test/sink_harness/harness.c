@@ -15,6 +15,11 @@
  *	harness mongo URI DB				-> mirror scenario on URI/DB
  *	harness mongo-open URI OPTIONS		-> open + read the cursor, timed:
  *										   "OK <ms>" or "ERR <ms> <message>"
+ *	harness mongo-insert URI DB COLL JSON -> insert one document given as
+ *										   canonical Extended JSON (for tests
+ *										   that write into a target behind a
+ *										   sink's back); "OK" or "ERR ..."
+ *	harness oid ID						-> the _id a sink gives entry ID
  *
  * Scenarios print one "ok - ..." or "not ok - ..." line per assertion
  * (run.sh counts them) and exit 1 if any failed.
@@ -512,6 +517,29 @@ cmd_mongo_open(const char *uri, const char *options)
 	return 0;
 }
 
+static int
+cmd_mongo_insert(const char *uri, const char *db, const char *coll, const char *json)
+{
+	bson_error_t error;
+	bson_t	   *doc = bson_new_from_json((const uint8_t *) json, -1, &error);
+	mongoc_client_t *c = mongoc_client_new(uri);
+	mongoc_collection_t *col;
+	int			ok;
+
+	if (doc == NULL || c == NULL)
+	{
+		printf("ERR %s\n", doc == NULL ? error.message : "bad URI");
+		return 1;
+	}
+	col = mongoc_client_get_collection(c, db, coll);
+	ok = mongoc_collection_insert_one(col, doc, NULL, NULL, &error);
+	printf(ok ? "OK\n" : "ERR %s\n", error.message);
+	bson_destroy(doc);
+	mongoc_collection_destroy(col);
+	mongoc_client_destroy(c);
+	return ok ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -549,6 +577,13 @@ main(int argc, char **argv)
 		rc = cmd_sqlite(argv[2]);
 	else if (argc == 4 && strcmp(argv[1], "mongo") == 0)
 		rc = cmd_mongo(argv[2], argv[3]);
+	else if (argc == 6 && strcmp(argv[1], "mongo-insert") == 0)
+		rc = cmd_mongo_insert(argv[2], argv[3], argv[4], argv[5]);
+	else if (argc == 3 && strcmp(argv[1], "oid") == 0)
+	{
+		printf("%08x%016llx\n", 0, (unsigned long long) strtoll(argv[2], NULL, 10));
+		rc = 0;
+	}
 	else if (argc == 4 && strcmp(argv[1], "mongo-open") == 0)
 		rc = cmd_mongo_open(argv[2], argv[3]);
 	else
