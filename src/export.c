@@ -78,9 +78,15 @@ typedef struct SinkState
 	int64		resent_upto;	/* the target's cursor when opened */
 	int			failures;
 	TimestampTz retry_at;
+	/* the batch the helper thread is applying, while the next is read */
+	struct SinkCall *flight;	/* NULL when none */
+	LedgerExportRow *flight_rows;
+	int			flight_inserts;
+	MemoryContext batch_cxt[2]; /* one holds the flight, one the next batch */
+	int			flight_cxt;
 } SinkState;
 
-static SinkState *sink_states = NULL;
+static SinkState **sink_states = NULL; /* each apart: calls in flight point at them */
 static int	nsink_states = 0;
 static int	maxsink_states = 0;
 
@@ -184,6 +190,14 @@ sink_call(SinkState *st, SinkCall *c)
 static void
 close_sink(SinkState *st)
 {
+	/* a batch in flight is let finish; not recorded, it is sent again */
+	if (st->flight != NULL)
+	{
+		ledger_sink_thread_wait(st->thread);
+		pfree(st->flight);
+		st->flight = NULL;
+		MemoryContextReset(st->batch_cxt[st->flight_cxt]);
+	}
 	if (st->handle != NULL)
 	{
 		SinkCall   *c = palloc0(sizeof(SinkCall));
@@ -200,6 +214,8 @@ forget_sink_state(SinkState *st)
 	close_sink(st);
 	if (st->thread != NULL)
 		ledger_sink_thread_destroy(st->thread);
+	MemoryContextDelete(st->batch_cxt[0]);
+	MemoryContextDelete(st->batch_cxt[1]);
 	pfree(st->name);
 	pfree(st->identity);
 }
@@ -215,7 +231,7 @@ close_all_sinks(int code, Datum arg)
 
 	for (i = 0; i < nsink_states; i++)
 	{
-		SinkState  *st = &sink_states[i];
+		SinkState  *st = sink_states[i];
 
 		if (st->thread != NULL && ledger_sink_thread_busy(st->thread))
 			continue;
@@ -299,7 +315,7 @@ sink_state_for(SinkRow *sink)
 
 	for (i = 0; i < nsink_states; i++)
 	{
-		st = &sink_states[i];
+		st = sink_states[i];
 		if (strcmp(st->name, sink->name) != 0)
 			continue;
 		if (strcmp(st->identity, sink->identity) == 0)
@@ -316,16 +332,18 @@ sink_state_for(SinkRow *sink)
 	if (sink_states == NULL)
 	{
 		maxsink_states = 8;
-		sink_states = MemoryContextAlloc(TopMemoryContext, sizeof(SinkState) * maxsink_states);
+		sink_states = MemoryContextAlloc(TopMemoryContext, sizeof(SinkState *) * maxsink_states);
 		before_shmem_exit(close_all_sinks, (Datum) 0);
 	}
 	else if (nsink_states == maxsink_states)
 	{
 		maxsink_states *= 2;
-		sink_states = repalloc(sink_states, sizeof(SinkState) * maxsink_states);
+		sink_states = repalloc(sink_states, sizeof(SinkState *) * maxsink_states);
 	}
-	st = &sink_states[nsink_states++];
-	memset(st, 0, sizeof(SinkState));
+	st = MemoryContextAllocZero(TopMemoryContext, sizeof(SinkState));
+	sink_states[nsink_states++] = st;
+	st->batch_cxt[0] = AllocSetContextCreate(TopMemoryContext, "ledger export batch", ALLOCSET_DEFAULT_SIZES);
+	st->batch_cxt[1] = AllocSetContextCreate(TopMemoryContext, "ledger export batch", ALLOCSET_DEFAULT_SIZES);
 	st->name = MemoryContextStrdup(TopMemoryContext, sink->name);
 	st->identity = MemoryContextStrdup(TopMemoryContext, sink->identity);
 	st->ops = ledger_sink_ops(sink->kind);
@@ -344,14 +362,15 @@ forget_dropped_sinks(List *sinks)
 		bool		present = false;
 
 		foreach(lc, sinks)
-			if (strcmp(((SinkRow *) lfirst(lc))->name, sink_states[i].name) == 0)
+			if (strcmp(((SinkRow *) lfirst(lc))->name, sink_states[i]->name) == 0)
 				present = true;
 		if (present)
 		{
 			i++;
 			continue;
 		}
-		forget_sink_state(&sink_states[i]);
+		forget_sink_state(sink_states[i]);
+		pfree(sink_states[i]);
 		sink_states[i] = sink_states[--nsink_states];
 	}
 }
@@ -872,7 +891,62 @@ entry_exists(void *arg)
 }
 
 /*
- * Export one batch to one sink; true when it has more to export now.
+ * Wait for the batch in flight and record it; false when it failed (the
+ * sink is then in error).  An update of an entry the target lacks is
+ * dropped when the entry was trimmed since the batch was read.
+ */
+static bool
+finish_flight(SinkRow *sink, SinkState *st, TimestampTz *next_retry)
+{
+	SinkCall   *c = st->flight;
+	SinkStep	step;
+
+	memset(&step, 0, sizeof(step));
+	step.sink = sink;
+	step.state = st;
+	ledger_sink_thread_wait(st->thread);
+	step.rows = st->flight_rows;
+	step.nrows = c->nrows;
+	step.ninserts = st->flight_inserts;
+	while (c->rc != 0)
+	{
+		int			k = c->failure.index;
+
+		if (c->failure.kind == LEDGER_SINK_MISSING && k >= 0 && k < step.nrows)
+		{
+			step.missing_id = step.rows[k].id;
+			if (ledger_worker_run_in_transaction(entry_exists, &step, "ledger: checking an entry") &&
+				!step.missing_exists)
+			{
+				memmove(&step.rows[k], &step.rows[k + 1], sizeof(LedgerExportRow) * (step.nrows - k - 1));
+				step.nrows--;
+				if (step.nrows == 0)
+					break;
+				c->rows = step.rows;
+				c->nrows = step.nrows;
+				(void) sink_call(st, c);
+				continue;
+			}
+		}
+		st->flight = NULL;
+		sink_failed(&step, c->err, next_retry);
+		pfree(c);
+		return false;
+	}
+	st->flight = NULL;
+	pfree(c);
+	st->failures = 0;
+	if (step.nrows > 0 || strcmp(sink->state, "error") == 0)
+		(void) ledger_worker_run_in_transaction(record_success, &step, "ledger: recording sink position");
+	MemoryContextReset(st->batch_cxt[st->flight_cxt]);
+	return true;
+}
+
+/*
+ * Move one sink on by a batch; true when it has more to do now.  The next
+ * batch is read while the helper thread still applies the previous one,
+ * so reading the log and writing the target overlap; the previous one is
+ * recorded (or its failure handled) before the next is handed over.
  * *next_retry is lowered to the sink's retry time when it waits for one.
  */
 static bool
@@ -882,13 +956,13 @@ export_step(SinkRow *sink, MemoryContext cxt, TimestampTz *next_retry)
 	SinkStep	step;
 	SinkCall   *c;
 	char	   *message;
+	int			free_cxt;
 
 	if (st->ops == NULL)
 		return false;
 	memset(&step, 0, sizeof(step));
 	step.sink = sink;
 	step.state = st;
-	step.cxt = cxt;
 
 	/* a paused sink lets go of its target; resuming checks it again */
 	if (strcmp(sink->state, "paused") == 0)
@@ -914,41 +988,38 @@ export_step(SinkRow *sink, MemoryContext cxt, TimestampTz *next_retry)
 		return false;
 	}
 
+	free_cxt = st->flight != NULL ? 1 - st->flight_cxt : 0;
+	MemoryContextReset(st->batch_cxt[free_cxt]);
+	step.cxt = st->batch_cxt[free_cxt];
 	if (!ledger_worker_run_in_transaction(fetch_batch, &step, "ledger: reading an export batch"))
-		return false;
-	c = palloc0(sizeof(SinkCall));
-	while (step.nrows > 0)
+		return st->flight != NULL && finish_flight(sink, st, next_retry);
+	if (st->flight != NULL && !finish_flight(sink, st, next_retry))
+		return false;			/* what was read next is dropped with it */
+
+	if (step.nrows == 0)
 	{
-		c->kind = CALL_APPLY;
-		c->rows = step.rows;
-		c->nrows = step.nrows;
-		if (sink_call(st, c) == 0)
-			break;
-
-		/* an update of an entry the target lacks: trimmed since we read it? */
-		if (c->failure.kind == LEDGER_SINK_MISSING && c->failure.index >= 0)
-		{
-			int			k = c->failure.index;
-
-			step.missing_id = step.rows[k].id;
-			if (ledger_worker_run_in_transaction(entry_exists, &step, "ledger: checking an entry") &&
-				!step.missing_exists)
-			{
-				memmove(&step.rows[k], &step.rows[k + 1], sizeof(LedgerExportRow) * (step.nrows - k - 1));
-				step.nrows--;
-				continue;
-			}
-		}
-		sink_failed(&step, c->err, next_retry);
-		return false;
+		if (strcmp(sink->state, "error") == 0)
+			(void) ledger_worker_run_in_transaction(record_success, &step, "ledger: recording sink position");
+		st->failures = 0;
+		st->scanned = Max(st->scanned, step.scanned_to);
+		return step.scanned_to > 0 && step.scanned_to < step.horizon - 1 &&
+			step.horizon > st->barrier;
 	}
-	st->failures = 0;
-	if (step.nrows > 0 || strcmp(sink->state, "error") == 0)
-		(void) ledger_worker_run_in_transaction(record_success, &step, "ledger: recording sink position");
+
+	/* hand the batch over; it is recorded on the next step */
+	c = MemoryContextAllocZero(TopMemoryContext, sizeof(SinkCall));
+	c->kind = CALL_APPLY;
+	c->rows = step.rows;
+	c->nrows = step.nrows;
+	c->st = st;
+	st->flight = c;
+	st->flight_rows = step.rows;
+	st->flight_inserts = step.ninserts;
+	st->flight_cxt = free_cxt;
 	st->scanned = Max(st->scanned, step.scanned_to);
-	/* more to do now: the batch stopped below the horizon */
-	return step.scanned_to > 0 && step.scanned_to < step.horizon - 1 &&
-		step.horizon > st->barrier;
+	pgstat_report_activity(STATE_RUNNING, psprintf("ledger: writing to sink %s", st->name));
+	ledger_sink_thread_submit(st->thread, run_call, c);
+	return true;
 }
 
 static bool

@@ -44,10 +44,16 @@
  * its side data is refreshed; anything else, and any document the server
  * refuses, is a divergence naming the entry id.
  *
- * Time-outs: server selection, connect and socket time-outs are capped
- * (MONGO_SINK_*_CAP_MS) whatever the URI asks for, so no call blocks for
- * long; the driver (export.c) also runs every call on a helper thread, so
- * the worker answers SIGTERM at once in any case.
+ * Time-outs: server selection and connect time-outs are capped at 3 s and
+ * the socket time-out at 30 s (MONGO_SINK_*_CAP_MS), whatever the URI asks
+ * for, so no call blocks for long (the socket cap is the larger one because
+ * a server without index range scans, FerretDB 1.x, answers the opening
+ * checks with collection scans); the driver (export.c) also runs every call
+ * on a helper thread, so the worker answers SIGTERM at once in any case.
+ *
+ * Documents somebody else wrote (driver-made _ids) are looked for when the
+ * sink is opened (scan()), not with every batch: on such a server each look
+ * is a collection scan.
  *
  * Plain C, malloc/free, no server headers: see sink.h.
  *
@@ -70,7 +76,7 @@
 #define MONGO_SINK_SERVER_SELECTION_CAP_MS 3000
 #define MONGO_SINK_CONNECT_MS			2000
 #define MONGO_SINK_CONNECT_CAP_MS		3000
-#define MONGO_SINK_SOCKET_CAP_MS		10000
+#define MONGO_SINK_SOCKET_CAP_MS		30000
 #define MONGO_SINK_APPNAME				"ledger-sink"
 #define MONGO_SINK_CURSOR_PREFIX		"ledger_sink:"
 #define MONGO_DUPLICATE_KEY				11000
@@ -1318,39 +1324,6 @@ mongo_sink_apply(void *state, const LedgerExportRow *rows, int n,
 				rows[upto].stream ? rows[upto].stream : "", code, msg);
 		fail_as(failure, LEDGER_SINK_DIVERGED, upto);
 		return -1;
-	}
-
-	/* a document somebody else wrote (a driver-made _id) is a divergence */
-	{
-		bson_t		filter = BSON_INITIALIZER;
-		bson_t		range;
-		bson_t	   *opts = BCON_NEW("limit", BCON_INT64(1), "projection", "{", "_id", BCON_INT32(1), "}");
-		bson_oid_t	bound;
-		mongoc_cursor_t *c;
-		const bson_t *doc;
-		bson_error_t error;
-		int			foreign;
-
-		oid_upper_bound(&bound);
-		bson_append_document_begin(&filter, "_id", -1, &range);
-		bson_append_oid(&range, "$gte", -1, &bound);
-		bson_append_document_end(&filter, &range);
-		c = mongoc_collection_find_with_opts(s->coll, &filter, opts, NULL);
-		foreign = mongoc_cursor_next(c, &doc);
-		if (!foreign && mongoc_cursor_error(c, &error))
-			driver_err(s, err, errlen, "cannot read", error.message);
-		else if (foreign)
-		{
-			set_err(err, errlen,
-					"mongodb sink \"%s\": collection \"%s\" of \"%s\" holds a document that no ledger sink wrote (an ObjectId made by a driver); somebody else writes to it",
-					s->sink_name, s->collection, s->redacted);
-			fail_as(failure, LEDGER_SINK_DIVERGED, -1);
-		}
-		mongoc_cursor_destroy(c);
-		bson_destroy(opts);
-		bson_destroy(&filter);
-		if (foreign || (err != NULL && err[0] != '\0'))
-			return -1;
 	}
 
 	/* the cursor, after the items: $max never lets it go back */

@@ -128,20 +128,26 @@ ledger_sink_thread_create(void)
 }
 
 void
-ledger_sink_thread_run(LedgerSinkThread *t, void (*fn) (void *arg), void *arg)
+ledger_sink_thread_submit(LedgerSinkThread *t, void (*fn) (void *arg), void *arg)
 {
 	char		drain[16];
 
 	while (read(t->pipe_read, drain, sizeof(drain)) > 0)
 		;
 	pthread_mutex_lock(&t->mutex);
-	Assert(!t->posted);
+	Assert(!t->posted && t->done);
 	t->fn = fn;
 	t->arg = arg;
 	t->done = false;
 	t->posted = true;
 	pthread_cond_signal(&t->cond);
 	pthread_mutex_unlock(&t->mutex);
+}
+
+void
+ledger_sink_thread_wait(LedgerSinkThread *t)
+{
+	char		drain[16];
 
 	for (;;)
 	{
@@ -160,6 +166,13 @@ ledger_sink_thread_run(LedgerSinkThread *t, void (*fn) (void *arg), void *arg)
 		while (read(t->pipe_read, drain, sizeof(drain)) > 0)
 			;
 	}
+}
+
+void
+ledger_sink_thread_run(LedgerSinkThread *t, void (*fn) (void *arg), void *arg)
+{
+	ledger_sink_thread_submit(t, fn, arg);
+	ledger_sink_thread_wait(t);
 }
 
 bool

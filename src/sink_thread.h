@@ -19,6 +19,12 @@ extern LedgerSinkThread *ledger_sink_thread_create(void);
  */
 extern void ledger_sink_thread_run(LedgerSinkThread *t, void (*fn) (void *arg), void *arg);
 
+/* The two halves of ledger_sink_thread_run: start fn(arg) ... */
+extern void ledger_sink_thread_submit(LedgerSinkThread *t, void (*fn) (void *arg), void *arg);
+
+/* ... and wait for it (at once if it is done), answering interrupts. */
+extern void ledger_sink_thread_wait(LedgerSinkThread *t);
+
 /* Is a call still running (only possible while the process exits)? */
 extern bool ledger_sink_thread_busy(LedgerSinkThread *t);
 

@@ -77,7 +77,7 @@ wait_server() {
 		sleep 0.3
 	done
 }
-sqlite_q() { sqlite3 -batch -noheader "$1" "$2"; }
+sqlite_q() { sqlite3 -batch -noheader -cmd ".timeout 5000" "$1" "$2"; }
 state_of() { q "SELECT state FROM ledger.sinks_status WHERE name = '$1'"; }
 worker_pid() { psql -X -q -At -d "${1:-$DB}" -c "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'ledger worker'"; }
 
@@ -241,8 +241,10 @@ q "SELECT count(*) FROM ledger.append_batch('for', '[{\"payload\": 2}, {\"payloa
 poll "a foreign row in the SQLite target puts the sink in error" "SELECT state FROM ledger.sinks_status WHERE name = 'for'" "error"
 expect "last_error names the row" "$(q "SELECT last_error ~ 'id $FOREIGN_ID\\M' FROM ledger.sinks_status WHERE name = 'for'")" "t"
 q "SELECT ledger.drop_sink('for')" >/dev/null
+q "SELECT ledger.pause_sink('mongo')" >/dev/null
 "$HARNESS" mongo-insert "$MONGO_URI" "$MDB" main '{"stream": "m-0", "payload": {}, "tags": []}' >/dev/null
 q "SELECT ledger.append('m-0', '{\"after\": \"foreign\"}')" >/dev/null
+q "SELECT ledger.resume_sink('mongo')" >/dev/null
 poll "a foreign document in the MongoDB target puts the sink in error" "SELECT state FROM ledger.sinks_status WHERE name = 'mongo'" "error"
 expect "last_error says somebody else writes there" "$(q "SELECT last_error LIKE '%no ledger sink wrote%' FROM ledger.sinks_status WHERE name = 'mongo'")" "t"
 q "SELECT ledger.drop_sink('mongo')" >/dev/null

@@ -6,6 +6,7 @@
 //	ledger-check -sqlite FILE [-table T] [-streams PATTERN]
 //	ledger-check -mongo URI -db DB [-collection C] [-streams PATTERN]
 //	ledger-check -sqlite FILE -dump   (print what the library reads; no server)
+//	ledger-check -sqlite FILE|-mongo ... -lag N   (commit-to-target lag, lag.go)
 //
 // PostgreSQL is reached through the usual PG* environment variables.  For
 // every stream of the pattern it compares: the whole stream (Read with
@@ -59,6 +60,8 @@ func main() {
 	collection := flag.String("collection", "ledger_entries", "MongoDB collection")
 	pattern := flag.String("streams", "*", "streams pattern of the sink")
 	dump := flag.Bool("dump", false, "print every entry the library reads, compare nothing")
+	lag := flag.Int("lag", 0, "measure commit-to-target lag over this many appends to stream -lag-stream")
+	lagStream := flag.String("lag-stream", "lag", "stream for -lag")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -93,6 +96,10 @@ func main() {
 	}
 	defer pg.Close(ctx)
 	c.pg = pg
+	if *lag > 0 {
+		measureLag(ctx, pg, c.target, *lagStream, *lag)
+		return
+	}
 
 	streams, err := c.pgStreams(ctx, *pattern)
 	if err != nil {
