@@ -7,6 +7,7 @@
 //	ledger-check -mongo URI -db DB [-collection C] [-streams PATTERN]
 //	ledger-check -sqlite FILE -dump   (print what the library reads; no server)
 //	ledger-check -sqlite FILE|-mongo ... -lag N   (commit-to-target lag, lag.go)
+//	ledger-check -mongo URI -db DB -collection C -raw-insert N   (the server's ceiling)
 //
 // PostgreSQL is reached through the usual PG* environment variables.  For
 // every stream of the pattern it compares: the whole stream (Read with
@@ -62,6 +63,7 @@ func main() {
 	dump := flag.Bool("dump", false, "print every entry the library reads, compare nothing")
 	lag := flag.Int("lag", 0, "measure commit-to-target lag over this many appends to stream -lag-stream")
 	lagStream := flag.String("lag-stream", "lag", "stream for -lag")
+	raw := flag.Int("raw-insert", 0, "write this many sink-shaped documents straight into -collection (MongoDB's own ceiling)")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -83,6 +85,10 @@ func main() {
 		defer client.Disconnect(ctx)
 		c.target = &mongoStore{coll: client.Database(*mongoDB).Collection(*collection)}
 		c.mongo = true
+		if *raw > 0 {
+			rawInsert(ctx, client.Database(*mongoDB).Collection(*collection), *raw)
+			return
+		}
 	default:
 		fail("give -sqlite or -mongo")
 	}
