@@ -35,11 +35,18 @@
  * every transaction that could have missed the sink has ended.
  *
  * Threads and memory: every sink call runs on the sink's helper thread
- * (sink_thread.c).  The pass context holds the sink list of one pass; each
- * step's items live in a step context reset after the step.  Batches are
- * bounded by ledger.export_batch items and ledger.export_batch_bytes
- * bytes, read through a cursor.  Open targets and their threads live in
- * TopMemoryContext (SinkState) until their sink is paused, dropped or
+ * (sink_thread.c).  Applying a batch is handed over without waiting: the
+ * next step reads the following batch while the thread writes, then waits
+ * for the write and records it before handing over the next, so reading
+ * the log and writing the target overlap.  A sink's batches live in two
+ * contexts of its own, used in turn (one holds the batch in flight, one
+ * the batch being read), each reset once its batch is recorded or
+ * dropped; the pass context holds the sink list of one pass, and a step
+ * context what one step needs besides.  Batches are bounded by
+ * ledger.export_batch items and ledger.export_batch_bytes bytes, read
+ * through a cursor.  Open targets, their threads and their batch contexts
+ * live in TopMemoryContext (SinkState, one allocation per sink, since a
+ * call in flight points at it) until their sink is paused, dropped or
  * changed, or the worker exits.
  *
  *-------------------------------------------------------------------------
