@@ -433,6 +433,20 @@ unix_micros(TimestampTz ts)
 	" AND ledger.pattern_rank($3, s.name) OPERATOR(pg_catalog.>=) 0" \
 	" ORDER BY c.id LIMIT $4"
 
+/*
+ * A text column as a C string.  Not SPI_getvalue(): that looks the type's
+ * output function up for every value, which is most of the cost of
+ * reading a batch.
+ */
+static char *
+text_column(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
 static void
 fill_entry(LedgerExportRow *row, HeapTuple tup, TupleDesc desc)
 {
@@ -442,15 +456,15 @@ fill_entry(LedgerExportRow *row, HeapTuple tup, TupleDesc desc)
 	row->op = LEDGER_EXPORT_INSERT;
 	row->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 	row->position = row->id;
-	row->stream = SPI_getvalue(tup, desc, 2);
+	row->stream = text_column(tup, desc, 2);
 	row->seq = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-	row->payload_json = SPI_getvalue(tup, desc, 4);
-	row->order_key = SPI_getvalue(tup, desc, 5);
-	row->dedup_key = SPI_getvalue(tup, desc, 6);
+	row->payload_json = text_column(tup, desc, 4);
+	row->order_key = text_column(tup, desc, 5);
+	row->dedup_key = text_column(tup, desc, 6);
 	row->schema_version = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
-	row->metadata_json = SPI_getvalue(tup, desc, 8);
-	row->tags_json = SPI_getvalue(tup, desc, 9);
-	row->annotations_json = SPI_getvalue(tup, desc, 10);
+	row->metadata_json = text_column(tup, desc, 8);
+	row->tags_json = text_column(tup, desc, 9);
+	row->annotations_json = text_column(tup, desc, 10);
 	row->created_at_us = unix_micros(DatumGetTimestampTz(SPI_getbinval(tup, desc, 11, &isnull)));
 	d = SPI_getbinval(tup, desc, 12, &isnull);
 	row->has_updated_at = !isnull;
@@ -462,13 +476,13 @@ static bool
 fill_change(LedgerExportRow *row, HeapTuple tup, TupleDesc desc)
 {
 	bool		isnull;
-	char	   *kind = SPI_getvalue(tup, desc, 2);
+	char	   *kind = text_column(tup, desc, 2);
 	Datum		d;
 
 	memset(row, 0, sizeof(*row));
 	row->position = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 	row->id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-	row->stream = SPI_getvalue(tup, desc, 4);
+	row->stream = text_column(tup, desc, 4);
 	if (strcmp(kind, "trim") == 0)
 	{
 		row->op = LEDGER_EXPORT_TRIM;
@@ -477,8 +491,8 @@ fill_change(LedgerExportRow *row, HeapTuple tup, TupleDesc desc)
 	if (!DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull)))
 		return false;			/* a later trim removes it from the target */
 	row->op = LEDGER_EXPORT_UPDATE;
-	row->tags_json = SPI_getvalue(tup, desc, 5);
-	row->annotations_json = SPI_getvalue(tup, desc, 6);
+	row->tags_json = text_column(tup, desc, 5);
+	row->annotations_json = text_column(tup, desc, 6);
 	d = SPI_getbinval(tup, desc, 7, &isnull);
 	row->has_updated_at = !isnull;
 	row->updated_at_us = isnull ? 0 : unix_micros(DatumGetTimestampTz(d));
