@@ -445,22 +445,39 @@ probe_all_databases(void)
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tup;
+	Oid		   *dboids;
+	int			ndbs = 0;
+	int			maxdbs = 16;
+	int			i;
 
+	/* read the catalog first: the registry lock is never held across I/O */
+	dboids = palloc(sizeof(Oid) * maxdbs);
 	StartTransactionCommand();
 	rel = table_open(DatabaseRelationId, AccessShareLock);
 	scan = table_beginscan_catalog(rel, 0, NULL);
-	LWLockAcquire(ledger_shared->registry_lock, LW_EXCLUSIVE);
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
 
-		if (db->datallowconn && !db->datistemplate && registry_find(db->oid) == NULL)
-			(void) registry_add(db->oid);
+		if (!db->datallowconn || db->datistemplate)
+			continue;
+		if (ndbs == maxdbs)
+		{
+			maxdbs *= 2;
+			dboids = repalloc(dboids, sizeof(Oid) * maxdbs);
+		}
+		dboids[ndbs++] = db->oid;
 	}
-	LWLockRelease(ledger_shared->registry_lock);
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
+
+	LWLockAcquire(ledger_shared->registry_lock, LW_EXCLUSIVE);
+	for (i = 0; i < ndbs; i++)
+		if (registry_find(dboids[i]) == NULL)
+			(void) registry_add(dboids[i]);
+	LWLockRelease(ledger_shared->registry_lock);
+	pfree(dboids);
 }
 
 /*
