@@ -29,13 +29,17 @@ OBJS = \
 	src/sink_admin.o \
 	src/decoder.o \
 	src/stream_names.o \
+	src/mirror.o \
+	src/sink_thread.o \
 	src/sink_sqlite.o \
-	src/sink_mongo.o
+	src/sink_mongo.o \
+	src/sink_bson.o \
+	src/sink_redact.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql) $(EXTENSION)--0.1.0.control
 
 PG_CPPFLAGS = -I$(srcdir)/src -DLEDGER_VERSION='"$(EXTVERSION)"' $(shell pkg-config --cflags libmongoc-1.0 sqlite3)
-SHLIB_LINK = $(shell pkg-config --libs libmongoc-1.0 sqlite3)
+SHLIB_LINK = $(shell pkg-config --libs libmongoc-1.0 sqlite3) -lpthread
 
 # Every sql/*.sql except the extension scripts is a regression test.
 REGRESS = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%.sql,$(wildcard sql/*.sql))))

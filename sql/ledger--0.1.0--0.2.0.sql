@@ -111,6 +111,38 @@ SELECT k.name::text AS name,
 	   AND ledger.pattern_rank(k.streams, s.name) OPERATOR(pg_catalog.>=) 0) lag;
 COMMENT ON VIEW ledger.sinks_status IS 'One row per export sink: state, position and lag';
 
+
+
+-- ---------------------------------------------------------------------------
+-- Export mirror: the change log (src/mirror.c).  While a sink exists,
+-- set_tags/set_annotations and every trim (retention's included) record
+-- here what changed; the ids come from ledger.entries_id_seq, drawn after
+-- the change's locks, so that entries and changes form one commit-ordered
+-- sequence below the read_all horizon.  entry_id is the entry (update) or
+-- the stream's highest deleted id (trim).  Pruned below the smallest
+-- position of the sinks.
+-- ---------------------------------------------------------------------------
+CREATE TABLE ledger.changes (
+	id			bigint NOT NULL,
+	entry_id	bigint NOT NULL,
+	stream_id	integer NOT NULL,
+	kind		text NOT NULL,
+	CONSTRAINT changes_pkey PRIMARY KEY (id),
+	CONSTRAINT changes_kind_check CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['update', 'trim']))
+);
+COMMENT ON TABLE ledger.changes IS 'Side-data changes and trims not yet applied by every export sink';
+SELECT pg_catalog.pg_extension_config_dump('ledger.changes', '');
+REVOKE ALL ON ledger.changes FROM PUBLIC;
+
+-- create_sink checks its caller's privileges as current_user (COPY's rule
+-- for server files), so it runs as the caller and becomes the extension
+-- owner only to write ledger.sinks.
+ALTER FUNCTION ledger.create_sink(text, text, text, text, jsonb) SECURITY INVOKER;
+COMMENT ON FUNCTION ledger.create_sink(text, text, text, text, jsonb) IS
+'Creates an export sink that mirrors streams into a SQLite file (kind sqlite, target an absolute path; needs pg_write_server_files) or a MongoDB collection (kind mongodb, target a MongoDB URI to a host in ledger.sink_hosts)';
+COMMENT ON FUNCTION ledger.redact_target(text, text) IS
+'A sink target safe to show: a MongoDB URI with its password and every secret-bearing option value masked';
+
 -- ---------------------------------------------------------------------------
 -- Logical decoding: stream names the output plugin can read.
 -- The plugin (src/decoder.c) names a decoded entry's stream by reading this

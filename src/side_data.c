@@ -87,6 +87,7 @@ update_side_data(SPIPlanPtr plan, const char *stream_name, int64 id, Datum value
 				 errmsg("entry " INT64_FORMAT " not found in stream \"%s\"", id,
 						ledger_quote_value(stream_name, strlen(stream_name)))));
 	check_updated_size(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, id);
+	ledger_mirror_note_update(id);
 	if (XLogLogicalInfoActive())
 	{
 		char	   *msg = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
