@@ -31,8 +31,13 @@ OBJS = \
 	src/export.o \
 	src/sink_admin.o \
 	src/decoder.o \
+	src/stream_names.o \
+	src/mirror.o \
+	src/sink_thread.o \
 	src/sink_sqlite.o \
-	src/sink_mongo.o
+	src/sink_mongo.o \
+	src/sink_bson.o \
+	src/sink_redact.o
 
 # ledger_router's C: stream slots and a deadline for calls to nodes
 MODULES = src/ledger_router
@@ -42,7 +47,7 @@ MODULES = src/ledger_router
 DATA = $(foreach ext,$(EXTENSION),$(wildcard sql/$(ext)--*.sql)) ledger--0.1.0.control
 
 PG_CPPFLAGS = -I$(srcdir)/src -DLEDGER_VERSION='"$(EXTVERSION)"' $(shell pkg-config --cflags libmongoc-1.0 sqlite3)
-SHLIB_LINK = $(shell pkg-config --libs libmongoc-1.0 sqlite3)
+SHLIB_LINK = $(shell pkg-config --libs libmongoc-1.0 sqlite3) -lpthread
 
 # Every sql/*.sql except the extension scripts is a regression test.
 REGRESS = $(sort $(patsubst sql/%.sql,%,$(filter-out $(DATA),$(wildcard sql/*.sql))))

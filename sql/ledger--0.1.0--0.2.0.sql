@@ -111,6 +111,72 @@ SELECT k.name::text AS name,
 	   AND ledger.pattern_rank(k.streams, s.name) OPERATOR(pg_catalog.>=) 0) lag;
 COMMENT ON VIEW ledger.sinks_status IS 'One row per export sink: state, position and lag';
 
+
+
+-- ---------------------------------------------------------------------------
+-- Export mirror: the change log (src/mirror.c).  While a sink exists,
+-- set_tags/set_annotations and every trim (retention's included) record
+-- here what changed; the ids come from ledger.entries_id_seq, drawn after
+-- the change's locks, so that entries and changes form one commit-ordered
+-- sequence below the read_all horizon.  entry_id is the entry (update) or
+-- the stream's highest deleted id (trim).  Pruned below the smallest
+-- position of the sinks.
+-- ---------------------------------------------------------------------------
+CREATE TABLE ledger.changes (
+	id			bigint NOT NULL,
+	entry_id	bigint NOT NULL,
+	stream_id	integer NOT NULL,
+	kind		text NOT NULL,
+	CONSTRAINT changes_pkey PRIMARY KEY (id),
+	CONSTRAINT changes_kind_check CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['update', 'trim']))
+);
+COMMENT ON TABLE ledger.changes IS 'Side-data changes and trims not yet applied by every export sink';
+SELECT pg_catalog.pg_extension_config_dump('ledger.changes', '');
+REVOKE ALL ON ledger.changes FROM PUBLIC;
+
+-- create_sink checks its caller's privileges as current_user (COPY's rule
+-- for server files), so it runs as the caller and becomes the extension
+-- owner only to write ledger.sinks.
+ALTER FUNCTION ledger.create_sink(text, text, text, text, jsonb) SECURITY INVOKER;
+COMMENT ON FUNCTION ledger.create_sink(text, text, text, text, jsonb) IS
+'Creates an export sink that mirrors streams into a SQLite file (kind sqlite, target an absolute path; needs pg_write_server_files) or a MongoDB collection (kind mongodb, target a MongoDB URI to a host in ledger.sink_hosts)';
+COMMENT ON FUNCTION ledger.redact_target(text, text) IS
+'A sink target safe to show: a MongoDB URI with its password and every secret-bearing option value masked';
+
+-- ---------------------------------------------------------------------------
+-- Logical decoding: stream names the output plugin can read.
+-- The plugin (src/decoder.c) names a decoded entry's stream by reading this
+-- table under its historic snapshot, which only catalog tables are kept
+-- for; hence user_catalog_table.  ledger.streams cannot be that table: its
+-- row is created with INSERT ... ON CONFLICT, which catalog tables refuse.
+-- The trigger (src/stream_names.c) writes each row once, out of the stream
+-- of decoded changes, so that dropping the table never leaves a slot with
+-- changes of a relation it can no longer open.  Rows are not dumped: a
+-- restore's COPY into ledger.streams fires the trigger again.
+-- ---------------------------------------------------------------------------
+CREATE TABLE ledger.stream_names (
+	stream_id	integer NOT NULL,
+	name		text COLLATE "C" NOT NULL,
+	CONSTRAINT stream_names_pkey PRIMARY KEY (stream_id)
+) WITH (user_catalog_table = true);
+COMMENT ON TABLE ledger.stream_names IS
+'Stream names for the logical decoding plugin (a user catalog table); filled by a trigger on ledger.streams';
+REVOKE ALL ON ledger.stream_names FROM PUBLIC;
+
+CREATE FUNCTION ledger.copy_stream_name() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ledger_copy_stream_name' LANGUAGE C;
+COMMENT ON FUNCTION ledger.copy_stream_name() IS
+'Trigger: copies a new stream''s name into ledger.stream_names for the logical decoding plugin';
+REVOKE ALL ON FUNCTION ledger.copy_stream_name() FROM PUBLIC;
+CREATE TRIGGER streams_copy_name AFTER INSERT ON ledger.streams
+	FOR EACH ROW EXECUTE FUNCTION ledger.copy_stream_name();
+ALTER TABLE ledger.streams ENABLE ALWAYS TRIGGER streams_copy_name;
+-- streams created by ledger 0.1, through the trigger function
+CREATE TRIGGER streams_copy_name_backfill AFTER UPDATE ON ledger.streams
+	FOR EACH ROW EXECUTE FUNCTION ledger.copy_stream_name();
+UPDATE ledger.streams SET name = name;
+DROP TRIGGER streams_copy_name_backfill ON ledger.streams;
+
 -- ---------------------------------------------------------------------------
 -- Node identity, for a ledger sharded by stream (extension ledger_router).
 -- Once set, every id this database hands out is congruent to its node number

@@ -204,6 +204,35 @@ ALTER TABLE ledger.entries ENABLE ALWAYS TRIGGER entries_guard_truncate;
 REVOKE ALL ON FUNCTION ledger.guard_entries() FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
+-- Logical decoding: stream names the output plugin can read.
+-- The plugin (src/decoder.c) names a decoded entry's stream by reading this
+-- table under its historic snapshot, which only catalog tables are kept
+-- for; hence user_catalog_table.  ledger.streams cannot be that table: its
+-- row is created with INSERT ... ON CONFLICT, which catalog tables refuse.
+-- The trigger (src/stream_names.c) writes each row once, out of the stream
+-- of decoded changes, so that dropping the table never leaves a slot with
+-- changes of a relation it can no longer open.  Rows are not dumped: a
+-- restore's COPY into ledger.streams fires the trigger again.
+-- ---------------------------------------------------------------------------
+CREATE TABLE ledger.stream_names (
+	stream_id	integer NOT NULL,
+	name		text COLLATE "C" NOT NULL,
+	CONSTRAINT stream_names_pkey PRIMARY KEY (stream_id)
+) WITH (user_catalog_table = true);
+COMMENT ON TABLE ledger.stream_names IS
+'Stream names for the logical decoding plugin (a user catalog table); filled by a trigger on ledger.streams';
+REVOKE ALL ON ledger.stream_names FROM PUBLIC;
+
+CREATE FUNCTION ledger.copy_stream_name() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ledger_copy_stream_name' LANGUAGE C;
+COMMENT ON FUNCTION ledger.copy_stream_name() IS
+'Trigger: copies a new stream''s name into ledger.stream_names for the logical decoding plugin';
+REVOKE ALL ON FUNCTION ledger.copy_stream_name() FROM PUBLIC;
+CREATE TRIGGER streams_copy_name AFTER INSERT ON ledger.streams
+	FOR EACH ROW EXECUTE FUNCTION ledger.copy_stream_name();
+ALTER TABLE ledger.streams ENABLE ALWAYS TRIGGER streams_copy_name;
+
+-- ---------------------------------------------------------------------------
 -- Writing
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION ledger.append(
@@ -437,10 +466,11 @@ SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.drop_upcaster(text, integer) IS 'Removes the upcaster registered for a pattern and from_version';
 
 -- ---------------------------------------------------------------------------
--- Export sinks, served by the background worker.  position is the last id
--- exported; the target keeps its own copy (written atomically with the rows)
--- and the worker resumes from the larger of the two, so nothing is exported
--- twice or lost across crashes.
+-- Export sinks, served by the background worker (src/export.c).  A sink
+-- mirrors its streams: entries, then their side-data changes and trims, in
+-- commit order.  position is the last item the target has applied; the
+-- target keeps its own cursor, written with or after the items, and the
+-- worker resumes from position, checking what the target holds.
 -- ---------------------------------------------------------------------------
 CREATE TABLE ledger.sinks (
 	name			text COLLATE "C" NOT NULL,
@@ -464,8 +494,6 @@ REVOKE ALL ON ledger.sinks FROM PUBLIC;
 CREATE FUNCTION ledger.redact_target(kind text, target text) RETURNS text
 	AS 'MODULE_PATHNAME', 'ledger_redact_target'
 	LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION ledger.redact_target(text, text) IS
-'A sink target safe to show: a MongoDB URI with its password masked';
 
 CREATE VIEW ledger.sinks_status AS
 SELECT k.name::text AS name,
@@ -501,10 +529,8 @@ CREATE FUNCTION ledger.create_sink(
 	options		jsonb DEFAULT '{}')
 RETURNS void
 AS 'MODULE_PATHNAME', 'ledger_create_sink'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER
 SET search_path = pg_catalog, ledger, pg_temp;
-COMMENT ON FUNCTION ledger.create_sink(text, text, text, text, jsonb) IS
-'Creates an export sink (kind sqlite: target is an absolute file path; kind mongodb: target is a MongoDB URI) that the background worker fills in id order, exactly once';
 
 CREATE FUNCTION ledger.drop_sink(name text)
 RETURNS void
@@ -526,6 +552,35 @@ AS 'MODULE_PATHNAME', 'ledger_resume_sink'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, ledger, pg_temp;
 COMMENT ON FUNCTION ledger.resume_sink(text) IS 'Resumes a paused sink (or retries one in error at once)';
+
+-- ---------------------------------------------------------------------------
+-- Export mirror: the change log (src/mirror.c).  While a sink exists,
+-- set_tags/set_annotations and every trim (retention's included) record
+-- here what changed; the ids come from ledger.entries_id_seq, drawn after
+-- the change's locks, so that entries and changes form one commit-ordered
+-- sequence below the read_all horizon.  entry_id is the entry (update) or
+-- the stream's highest deleted id (trim).  Pruned below the smallest
+-- position of the sinks.
+-- ---------------------------------------------------------------------------
+CREATE TABLE ledger.changes (
+	id			bigint NOT NULL,
+	entry_id	bigint NOT NULL,
+	stream_id	integer NOT NULL,
+	kind		text NOT NULL,
+	CONSTRAINT changes_pkey PRIMARY KEY (id),
+	CONSTRAINT changes_kind_check CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['update', 'trim']))
+);
+COMMENT ON TABLE ledger.changes IS 'Side-data changes and trims not yet applied by every export sink';
+SELECT pg_catalog.pg_extension_config_dump('ledger.changes', '');
+REVOKE ALL ON ledger.changes FROM PUBLIC;
+
+-- create_sink checks its caller's privileges as current_user (COPY's rule
+-- for server files), so it runs as the caller and becomes the extension
+-- owner only to write ledger.sinks.
+COMMENT ON FUNCTION ledger.create_sink(text, text, text, text, jsonb) IS
+'Creates an export sink that mirrors streams into a SQLite file (kind sqlite, target an absolute path; needs pg_write_server_files) or a MongoDB collection (kind mongodb, target a MongoDB URI to a host in ledger.sink_hosts)';
+COMMENT ON FUNCTION ledger.redact_target(text, text) IS
+'A sink target safe to show: a MongoDB URI with its password and every secret-bearing option value masked';
 
 -- New or changed sinks and retention limits (pg_restore's included) start
 -- or wake this database's background worker once they commit.

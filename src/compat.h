@@ -13,8 +13,11 @@
 #include "postgres.h"
 
 #include "access/xlogdefs.h"
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "replication/message.h"
+#include "replication/reorderbuffer.h"
 #include "storage/proc.h"
 
 /* This backend's index into ProcGlobal->allProcs (and into our slots). */
@@ -44,6 +47,41 @@ ledger_log_logical_message(const char *prefix, const char *message, size_t size)
 #else
 	return LogLogicalMessage(prefix, message, size, true);
 #endif
+}
+
+/* The tuples of a decoded change (17 made them plain HeapTuples). */
+static inline HeapTuple
+ledger_change_new_tuple(ReorderBufferChange *change)
+{
+#if PG_VERSION_NUM >= 170000
+	return change->data.tp.newtuple;
+#else
+	return change->data.tp.newtuple ? &change->data.tp.newtuple->tuple : NULL;
+#endif
+}
+
+static inline HeapTuple
+ledger_change_old_tuple(ReorderBufferChange *change)
+{
+#if PG_VERSION_NUM >= 170000
+	return change->data.tp.oldtuple;
+#else
+	return change->data.tp.oldtuple ? &change->data.tp.oldtuple->tuple : NULL;
+#endif
+}
+
+/* Is this text valid JSON? (17 gave the lexer constructor a first argument) */
+static inline bool
+ledger_json_is_valid(char *text, int len)
+{
+	JsonLexContext *lex;
+
+#if PG_VERSION_NUM >= 170000
+	lex = makeJsonLexContextCstringLen(NULL, text, len, GetDatabaseEncoding(), true);
+#else
+	lex = makeJsonLexContextCstringLen(text, len, GetDatabaseEncoding(), true);
+#endif
+	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
 }
 
 #endif							/* LEDGER_COMPAT_H */

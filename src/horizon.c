@@ -63,17 +63,34 @@ static int64 xact_floor = 0;
 /* The horizon its standby record will carry if it commits, 0 if unknown. */
 static int64 commit_horizon = 0;
 
+static int64 last_value_of(Oid seq);
+
+/* ledger.entries_id_seq, InvalidOid if it is gone */
+static Oid
+id_sequence(void)
+{
+	Oid			nsp = get_namespace_oid(LEDGER_SCHEMA, true);
+
+	return OidIsValid(nsp) ? get_relname_relid("entries_id_seq", nsp) : InvalidOid;
+}
+
 /* last_value of ledger.entries_id_seq, 0 before its first nextval */
 static int64
 sequence_last_value(void)
 {
-	Oid			nsp = get_namespace_oid(LEDGER_SCHEMA, false);
-	Oid			seq = get_relname_relid("entries_id_seq", nsp);
-	LOCAL_FCINFO(fcinfo, 1);
-	Datum		result;
+	Oid			seq = id_sequence();
 
 	if (!OidIsValid(seq))
 		elog(ERROR, "ledger: sequence ledger.entries_id_seq is missing");
+	return last_value_of(seq);
+}
+
+static int64
+last_value_of(Oid seq)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		result;
+
 	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = ObjectIdGetDatum(seq);
 	fcinfo->args[0].isnull = false;
@@ -285,12 +302,21 @@ void
 ledger_horizon_pre_commit(void)
 {
 	LedgerProcSlot *slot;
+	LedgerSavedUser saved;
+	Oid			seq;
 	int64		last;
 
 	commit_horizon = 0;
 	if (xact_floor == 0 || ledger_shared == NULL || !XLogStandbyInfoActive())
 		return;
-	last = sequence_last_value();
+	/* gone if the transaction dropped the extension after appending */
+	seq = id_sequence();
+	if (!OidIsValid(seq))
+		return;
+	/* the committing role need not be allowed to read the sequence */
+	ledger_become_owner(&saved);
+	last = last_value_of(seq);
+	ledger_restore_user(&saved);
 	slot = ledger_my_slot();
 	if (slot->drawn_dboid != MyDatabaseId)
 	{

@@ -91,6 +91,8 @@ _PG_init(void)
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
+	ledger_sink_init();
+
 	MarkGUCPrefixReserved("ledger");
 
 	ledger_xact_init();

@@ -123,6 +123,7 @@ extern void ledger_retention_pass(MemoryContext pass_cxt, LedgerRetentionPass *r
 
 /* export.c: the sink driver */
 extern int	ledger_export_batch;
+extern int	ledger_export_batch_bytes;
 
 typedef struct LedgerExportPass
 {
@@ -137,6 +138,12 @@ extern void ledger_export_pass(MemoryContext pass_cxt, LedgerExportPass *result)
 /* sink_admin.c */
 struct LedgerSinkOps;
 extern const struct LedgerSinkOps *ledger_sink_ops(const char *kind);
+extern void ledger_sink_init(void);
+
+/* mirror.c: the change log that carries side data and trims to sinks */
+extern void ledger_mirror_note_update(int64 entry_id);
+extern void ledger_mirror_note_trim(int32 stream_id, int64 before_id);
+extern void ledger_mirror_prune(void);
 
 /* worker.c: one database's background worker */
 extern int	ledger_worker_naptime_ms;

@@ -135,6 +135,7 @@ LedgerTrim(const char *stream_name, int64 before_id, int64 max_rows)
 		rc = SPI_execute_plan(update_plan, args, NULL, false, 0);
 		ledger_spi_check(rc, SPI_OK_UPDATE, "trim bookkeeping");
 		log_trim_message(stream_name, before_id, deleted);
+		ledger_mirror_note_trim(stream.stream_id, before_id);
 	}
 
 	SPI_finish();

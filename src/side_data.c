@@ -7,7 +7,8 @@
  *
  * The UPDATE goes through the guard trigger's door (guard.c) for exactly
  * one statement.  Each change writes a transactional "ledger.annotate"
- * logical message, so decoding consumers learn about it.  The entry's
+ * logical message naming the call ("op": "tags" or "annotations"), so the
+ * output plugin (decoder.c) can tell decoding consumers which it was.  The entry's
  * payload, metadata, tags and annotations together stay within
  * ledger.max_payload_bytes.
  *
@@ -86,6 +87,7 @@ update_side_data(SPIPlanPtr plan, const char *stream_name, int64 id, Datum value
 				 errmsg("entry " INT64_FORMAT " not found in stream \"%s\"", id,
 						ledger_quote_value(stream_name, strlen(stream_name)))));
 	check_updated_size(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, id);
+	ledger_mirror_note_update(id);
 	if (XLogLogicalInfoActive())
 	{
 		char	   *msg = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -94,11 +96,12 @@ update_side_data(SPIPlanPtr plan, const char *stream_name, int64 id, Datum value
 	}
 }
 
-#define SIDE_DATA_SQL(set_clause) \
+/* op names the call in the message, for the output plugin's line kind */
+#define SIDE_DATA_SQL(op, set_clause) \
 	"UPDATE ledger.entries e SET " set_clause ", updated_at = pg_catalog.now()" \
 	" WHERE e.id OPERATOR(pg_catalog.=) $1 AND e.stream_id OPERATOR(pg_catalog.=)" \
 	" (SELECT s.stream_id FROM ledger.streams s WHERE s.name OPERATOR(pg_catalog.=) $2)" \
-	" RETURNING pg_catalog.jsonb_build_object('stream', $2, 'id', e.id," \
+	" RETURNING pg_catalog.jsonb_build_object('op', '" op "', 'stream', $2, 'id', e.id," \
 	" 'tags', pg_catalog.to_jsonb(e.tags), 'annotations', e.annotations)::pg_catalog.text," \
 	" e.payload, e.metadata, e.tags, e.annotations"
 
@@ -122,7 +125,7 @@ ledger_set_tags(PG_FUNCTION_ARGS)
 	{
 		Oid			types[3] = {INT8OID, TEXTOID, TEXTARRAYOID};
 
-		plan = ledger_prepare_plan(SIDE_DATA_SQL("tags = $3"), 3, types);
+		plan = ledger_prepare_plan(SIDE_DATA_SQL("tags", "tags = $3"), 3, types);
 	}
 	update_side_data(plan, stream_name, PG_GETARG_INT64(1), PointerGetDatum(tags));
 	SPI_finish();
@@ -155,7 +158,7 @@ ledger_set_annotations(PG_FUNCTION_ARGS)
 		Oid			types[3] = {INT8OID, TEXTOID, JSONBOID};
 
 		/* Stored annotations never hold nulls, so stripping drops only deletions. */
-		plan = ledger_prepare_plan(SIDE_DATA_SQL("annotations = pg_catalog.jsonb_strip_nulls(e.annotations OPERATOR(pg_catalog.||) $3)"),
+		plan = ledger_prepare_plan(SIDE_DATA_SQL("annotations", "annotations = pg_catalog.jsonb_strip_nulls(e.annotations OPERATOR(pg_catalog.||) $3)"),
 								   3, types);
 	}
 	update_side_data(plan, stream_name, PG_GETARG_INT64(1), PointerGetDatum(annotations));

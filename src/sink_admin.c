@@ -2,18 +2,37 @@
  *
  * src/sink_admin.c
  *		The SQL side of export sinks: create_sink(), drop_sink(),
- *		pause_sink(), resume_sink() and redact_target().  The exporting
- *		itself happens in the background worker (worker.c).
+ *		pause_sink(), resume_sink(), redact_target(), and the GUCs
+ *		ledger.sink_hosts and ledger.export_batch_bytes.  The exporting
+ *		itself is the background worker's (export.c).
+ *
+ * Who may aim the server where:
+ *	- a SQLite sink writes a file as the server's OS user, so its creator
+ *	  needs pg_write_server_files, checked against current_user as COPY
+ *	  does.  create_sink is therefore SECURITY INVOKER: inside another
+ *	  role's SECURITY DEFINER function, current_user is that function's
+ *	  owner, which is whom the check must see (the session user would be a
+ *	  confused deputy's privilege).  It becomes the extension owner only to
+ *	  write ledger.sinks (owner.c);
+ *	- a MongoDB sink connects only to hosts a superuser listed in
+ *	  ledger.sink_hosts (SUSET); an empty list, a unix-domain socket and an
+ *	  SRV name (whose hosts only DNS knows) are for superusers only.  Any
+ *	  other target is refused with 42501 before anything connects.
  *
  *-------------------------------------------------------------------------
  */
 #include "ledger.h"
 
+#include "access/htup_details.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/syscache.h"
+#include "utils/varlena.h"
 
 #include "sink.h"
 
@@ -23,6 +42,11 @@ PG_FUNCTION_INFO_V1(ledger_pause_sink);
 PG_FUNCTION_INFO_V1(ledger_resume_sink);
 PG_FUNCTION_INFO_V1(ledger_redact_target);
 
+#define MONGODB_DEFAULT_PORT 27017
+#define MAX_TARGET_HOSTS 64
+
+static char *ledger_sink_hosts = NULL;
+
 const LedgerSinkOps *
 ledger_sink_ops(const char *kind)
 {
@@ -31,6 +55,163 @@ ledger_sink_ops(const char *kind)
 	if (strcmp(kind, "mongodb") == 0)
 		return &ledger_mongo_sink_ops;
 	return NULL;
+}
+
+/*
+ * One entry of ledger.sink_hosts: host, [v6 address] or either followed by
+ * :port or :*.  *port is -1 for any port.  False when malformed.
+ */
+static bool
+parse_host_entry(const char *entry, char **host, int *port)
+{
+	const char *p = entry;
+	const char *end;
+
+	if (*p == '[')
+	{
+		end = strchr(p, ']');
+		if (end == NULL || end == p + 1)
+			return false;
+		*host = pnstrdup(p + 1, end - p - 1);
+		p = end + 1;
+	}
+	else
+	{
+		end = strchr(p, ':');
+		if (end == NULL)
+			end = p + strlen(p);
+		if (end == p)
+			return false;
+		*host = pnstrdup(p, end - p);
+		p = end;
+	}
+	if (*p == '\0')
+	{
+		*port = MONGODB_DEFAULT_PORT;
+		return true;
+	}
+	if (*p++ != ':')
+		return false;
+	if (strcmp(p, "*") == 0)
+	{
+		*port = -1;
+		return true;
+	}
+	if (*p == '\0' || strspn(p, "0123456789") != strlen(p) || strlen(p) > 5 ||
+		atoi(p) < 1 || atoi(p) > 65535)
+		return false;
+	*port = atoi(p);
+	return true;
+}
+
+static bool
+check_sink_hosts(char **newval, void **extra, GucSource source)
+{
+	char	   *copy = pstrdup(*newval);
+	List	   *entries;
+	ListCell   *lc;
+
+	if (!SplitGUCList(copy, ',', &entries))
+	{
+		GUC_check_errdetail("List syntax is invalid.");
+		return false;
+	}
+	foreach(lc, entries)
+	{
+		char	   *host;
+		int			port;
+
+		if (!parse_host_entry((char *) lfirst(lc), &host, &port))
+		{
+			GUC_check_errdetail("\"%s\" is not host, host:port or host:*.", (char *) lfirst(lc));
+			return false;
+		}
+	}
+	return true;
+}
+
+void
+ledger_sink_init(void)
+{
+	DefineCustomStringVariable("ledger.sink_hosts",
+							   "MongoDB hosts that sinks created by non-superusers may connect to.",
+							   "A list of host, host:port or host:* (an IPv6 address in brackets); a host alone means port 27017. Empty: only superusers may create MongoDB sinks.",
+							   &ledger_sink_hosts,
+							   "",
+							   PGC_SUSET, GUC_LIST_INPUT,
+							   check_sink_hosts, NULL, NULL);
+	DefineCustomIntVariable("ledger.export_batch_bytes",
+							"Most bytes of entries written to a sink per batch.",
+							"A batch ends at ledger.export_batch entries or at this size, whichever comes first.",
+							&ledger_export_batch_bytes,
+							8 * 1024 * 1024, 64 * 1024, 256 * 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+}
+
+static bool
+host_allowed(const LedgerSinkHost *h)
+{
+	char	   *copy = pstrdup(ledger_sink_hosts ? ledger_sink_hosts : "");
+	List	   *entries;
+	ListCell   *lc;
+
+	if (!SplitGUCList(copy, ',', &entries))
+		return false;
+	foreach(lc, entries)
+	{
+		char	   *host;
+		int			port;
+
+		if (parse_host_entry((char *) lfirst(lc), &host, &port) &&
+			pg_strcasecmp(host, h->name) == 0 && (port == -1 || port == h->port))
+			return true;
+	}
+	return false;
+}
+
+/* 42501 unless the caller may make the server connect where target says. */
+static void
+check_mongodb_hosts(const char *name, const char *target, Oid caller)
+{
+	LedgerSinkHost *hosts = palloc(sizeof(LedgerSinkHost) * MAX_TARGET_HOSTS);
+	int			nhosts;
+	int			is_srv;
+	char		err[512];
+	int			i;
+
+	if (ledger_mongo_target_hosts(target, hosts, MAX_TARGET_HOSTS, &nhosts, &is_srv, err, sizeof(err)) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid mongodb sink %s: %s", ledger_quote_value(name, strlen(name)), err)));
+	if (superuser_arg(caller))
+		return;
+	if (is_srv)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to create mongodb sink %s with a mongodb+srv target",
+						ledger_quote_value(name, strlen(name))),
+				 errdetail("The hosts of an SRV record come from DNS, so no list can allow them."),
+				 errhint("A superuser may create it, or name the hosts in a mongodb:// target listed in ledger.sink_hosts.")));
+	for (i = 0; i < nhosts; i++)
+	{
+		if (hosts[i].is_unix)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to create mongodb sink %s on a unix-domain socket",
+							ledger_quote_value(name, strlen(name))),
+					 errdetail("Only superusers may aim the server at unix-domain sockets.")));
+		if (!host_allowed(&hosts[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to create mongodb sink %s connecting to %s port %d",
+							ledger_quote_value(name, strlen(name)),
+							ledger_quote_value(hosts[i].name, strlen(hosts[i].name)), hosts[i].port),
+					 errdetail("%s", ledger_sink_hosts && ledger_sink_hosts[0] ?
+							   "The host is not listed in ledger.sink_hosts." :
+							   "ledger.sink_hosts is empty, so only superusers may create mongodb sinks."),
+					 errhint("A superuser may add \"host:port\" to ledger.sink_hosts.")));
+	}
 }
 
 static char *
@@ -49,7 +230,7 @@ check_sink_name(text *name)
 	if (len == 0 || len > 63)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("sink name \"%s\" must be 1 to 63 bytes long", s)));
+				 errmsg("sink name %s must be 1 to 63 bytes long", ledger_quote_value(s, len))));
 	for (i = 0; i < len; i++)
 	{
 		unsigned char c = (unsigned char) s[i];
@@ -57,9 +238,28 @@ check_sink_name(text *name)
 		if (c < 0x20 || c == 0x7f)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("sink name must not contain control characters")));
+					 errmsg("sink name %s must not contain control characters", ledger_quote_value(s, len))));
 	}
 	return s;
+}
+
+/*
+ * The role whose privileges create_sink checks: current_user, unless the
+ * function is still 0.1.0's SECURITY DEFINER one (a database not updated
+ * yet), where current_user is the owner and only the outer user is known.
+ */
+static Oid
+calling_role(FunctionCallInfo fcinfo)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
+	bool		secdef = false;
+
+	if (HeapTupleIsValid(tup))
+	{
+		secdef = ((Form_pg_proc) GETSTRUCT(tup))->prosecdef;
+		ReleaseSysCache(tup);
+	}
+	return secdef ? GetOuterUserId() : GetUserId();
 }
 
 Datum
@@ -74,6 +274,8 @@ ledger_create_sink(PG_FUNCTION_ARGS)
 	Jsonb	   *options;
 	char	   *options_json;
 	const LedgerSinkOps *ops;
+	Oid			caller = calling_role(fcinfo);
+	LedgerSavedUser saved;
 	char		err[512];
 	Datum		args[5];
 	int			rc;
@@ -89,7 +291,7 @@ ledger_create_sink(PG_FUNCTION_ARGS)
 	if (ops == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown sink kind \"%s\"", kind),
+				 errmsg("unknown sink kind %s", ledger_quote_value(kind, strlen(kind))),
 				 errhint("Sink kinds are 'sqlite' and 'mongodb'.")));
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -107,24 +309,24 @@ ledger_create_sink(PG_FUNCTION_ARGS)
 				 errmsg("sink options must be a JSON object")));
 	options_json = JsonbToCString(NULL, &options->root, VARSIZE(options));
 
-	/*
-	 * A SQLite sink writes a file as the server's OS user, so its creator
-	 * must be allowed to write server files (the caller, not the extension
-	 * owner this function runs as).
-	 */
 	if (strcmp(kind, "sqlite") == 0 &&
-		!has_privs_of_role(GetOuterUserId(), ROLE_PG_WRITE_SERVER_FILES))
+		!has_privs_of_role(caller, ROLE_PG_WRITE_SERVER_FILES))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to create a sqlite sink writing \"%s\"", target),
+				 errmsg("permission denied to create a sqlite sink writing %s",
+						ledger_quote_value(target, strlen(target))),
 				 errdetail("A sqlite sink writes a file on the database server."),
 				 errhint("Only superusers and members of pg_write_server_files may create sqlite sinks.")));
 
+	/* messages of check() show the target redacted */
 	if (ops->check(target, options_json, err, sizeof(err)) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s sink \"%s\": %s", kind, name, err)));
+				 errmsg("invalid %s sink %s: %s", kind, ledger_quote_value(name, strlen(name)), err)));
+	if (strcmp(kind, "mongodb") == 0)
+		check_mongodb_hosts(name, target, caller);
 
+	ledger_become_owner(&saved);
 	ledger_spi_connect();
 	if (plan == NULL)
 	{
@@ -144,8 +346,9 @@ ledger_create_sink(PG_FUNCTION_ARGS)
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("sink \"%s\" already exists", name)));
+				 errmsg("sink %s already exists", ledger_quote_value(name, strlen(name)))));
 	SPI_finish();
+	ledger_restore_user(&saved);
 
 	PG_RETURN_VOID();
 }
@@ -175,16 +378,18 @@ change_sink(FunctionCallInfo fcinfo, SPIPlanPtr *plan, const char *sql, const ch
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("sink \"%s\" does not exist", name)));
+				 errmsg("sink %s does not exist", ledger_quote_value(name, strlen(name)))));
 	SPI_finish();
 }
 
+/* Dropping a sink releases what it held: retention, and the change log. */
 Datum
 ledger_drop_sink(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
 
 	change_sink(fcinfo, &plan, "DELETE FROM ledger.sinks WHERE name OPERATOR(pg_catalog.=) $1", "drop_sink");
+	ledger_mirror_prune();
 	PG_RETURN_VOID();
 }
 

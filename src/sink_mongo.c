@@ -1,15 +1,18 @@
 /*-------------------------------------------------------------------------
  *
- * sink_mongo.c
- *	  Export sink writing entries into a MongoDB collection laid out like
- *	  the store of github.com/rbaliyan/ledger (package mongodb, v0.0.13),
- *	  through libmongoc; also target redaction for every sink kind.
+ * src/sink_mongo.c
+ *	  Export sink mirroring the log into a MongoDB collection laid out like
+ *	  the store of github.com/rbaliyan/ledger (package mongodb), through
+ *	  libmongoc.
  *
  * Document layout (field names and order of the Go library's bson tags):
  *
  *	_id             ObjectId, derived from the PostgreSQL id (below)
  *	stream          string
- *	payload         the payload (below)
+ *	payload         the payload by value (sink_bson.c); a scalar payload is
+ *	                wrapped as {"value": <scalar>} because the library
+ *	                decodes payload into a document, and the entry gets
+ *	                payload_scalar: true
  *	order_key       string, always present ("" when unset)
  *	dedup_key       string, always present ("" when unset)
  *	schema_version  int32
@@ -20,46 +23,39 @@
  *	created_at      date (milliseconds; microseconds are truncated)
  *	updated_at      date, left out when unset
  *	seq             int64 (not in the Go struct; its decoder ignores it)
- *	payload_scalar  true, only for a scalar payload (see below)
  *
- * _id scheme: 12 bytes = 4 zero bytes followed by the PostgreSQL id as an
- * 8-byte big-endian integer; ObjectId("00000000" + %016x of the id).
- * ObjectIds compare bytewise, so _id order is id order, and a batch sent
- * again produces the same _ids (duplicate-key errors, counted as already
- * exported).  The zero prefix (an ObjectId "timestamp" of 1970) keeps
- * these _ids below every driver-generated ObjectId, so position() only
- * looks at _id < ObjectId("000000010000000000000000").
+ * _id scheme: 4 zero bytes followed by the PostgreSQL id as an 8-byte
+ * big-endian integer.  ObjectIds compare bytewise, so _id order is id
+ * order, and the zero "timestamp" keeps these _ids below every
+ * driver-generated ObjectId (ObjectId("000000010000000000000000") is the
+ * bound): a document above it was written by somebody else.
  *
- * Payload: JSON text is turned into BSON by libbson's JSON parser
- * (bson_init_from_json; that parser reads MongoDB Extended JSON, so an
- * object such as {"$date": ...} becomes the BSON type it names).
- *	- a JSON object becomes an embedded document;
- *	- a JSON array becomes a BSON array;
- *	- a scalar (string, number, true/false, null) becomes the document
- *	  {"value": <scalar>} and the entry gets the top-level field
- *	  payload_scalar: true, so {"value": 1} and 1 stay distinguishable.
- * JSON numbers become int32 when they fit, else int64, else double;
- * integers beyond int64 and doubles beyond double's range cannot be
- * written (libbson rejects them) and make write() fail naming the entry.
+ * Cursor: a document of the library's cursor collection
+ * "<collection>_cursors", _id 'ledger_sink:' || <sink name>, with
+ * position (int64) and cursor (the position as a 24-digit hex ObjectId
+ * string, the library's own cursor format), both moved with $max, so a
+ * cursor never goes back and sinks sharing a collection never meet.
+ * MongoDB has no transaction to tie the documents to the cursor, so every
+ * item is idempotent and the cursor is written after them.
  *
- * Position: the largest _id of the collection below the prefix bound,
- * decoded back to the id; 0 when there is none.  No separate cursor
- * document: the documents are the position, so there is nothing to keep
- * atomic with them.  An unordered insert can leave a hole when some
- * document fails for another reason than a duplicate key; write() then
- * deletes this batch's documents above the first hole (best effort) so
- * the next position() does not skip the failed ones.
+ * Items go in one ordered bulk write (inserts, side-data updates and trim
+ * deletions in id order).  A duplicate _id is a batch sent again: the
+ * stored document must match ours in every immutable field, and then only
+ * its side data is refreshed; anything else, and any document the server
+ * refuses, is a divergence naming the entry id.
  *
- * Indexes (created on open, names as the Go driver derives them):
- * stream_1__id_1, stream_1_order_key_1__id_1, stream_1_dedup_key_1
- * (unique, partialFilterExpression {dedup_key: {$gt: ""}}), stream_1,
- * source_id_1 (unique, sparse), stream_1_tags_1__id_1.
+ * Time-outs: server selection and connect time-outs are capped at 3 s and
+ * the socket time-out at 30 s (MONGO_SINK_*_CAP_MS), whatever the URI asks
+ * for, so no call blocks for long (the socket cap is the larger one because
+ * a server without index range scans, FerretDB 1.x, answers the opening
+ * checks with collection scans); the driver (export.c) also runs every call
+ * on a helper thread, so the worker answers SIGTERM at once in any case.
  *
- * Threading: one state per thread; every call is blocking.  check(),
- * open() and ledger_sink_redact_target() call mongoc_init() themselves
- * (it runs once per process); nobody needs to call mongoc_cleanup().
+ * Documents somebody else wrote (driver-made _ids) are looked for when the
+ * sink is opened (scan()), not with every batch: on such a server each look
+ * is a collection scan.
  *
- * src/sink_mongo.c
+ * Plain C, malloc/free, no server headers: see sink.h.
  *
  *-------------------------------------------------------------------------
  */
@@ -69,26 +65,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <mongoc/mongoc.h>
 
 #include "sink.h"
 
-#define MONGO_SINK_DEFAULT_COLLECTION "ledger_entries"
-#define MONGO_SINK_SERVER_SELECTION_MS 2000
-#define MONGO_SINK_CONNECT_MS		2000
-#define MONGO_SINK_SOCKET_MS		30000
-#define MONGO_SINK_APPNAME			"ledger-sink"
+#define MONGO_SINK_DEFAULT_COLLECTION	"ledger_entries"
+#define MONGO_SINK_SERVER_SELECTION_MS	2000
+#define MONGO_SINK_SERVER_SELECTION_CAP_MS 3000
+#define MONGO_SINK_CONNECT_MS			2000
+#define MONGO_SINK_CONNECT_CAP_MS		3000
+#define MONGO_SINK_SOCKET_CAP_MS		30000
+#define MONGO_SINK_APPNAME				"ledger-sink"
+#define MONGO_SINK_CURSOR_PREFIX		"ledger_sink:"
+#define MONGO_DUPLICATE_KEY				11000
 
 typedef struct MongoSink
 {
 	mongoc_client_t *client;
 	mongoc_collection_t *coll;
+	mongoc_collection_t *cursors;
 	char	   *sink_name;
-	char	   *redacted;		/* target without password, for messages */
-	char	   *password;		/* scrubbed out of driver messages */
+	char	   *target;			/* kept to scrub driver messages */
+	char	   *redacted;		/* for messages */
 	char	   *database;
 	char	   *collection;
+	char	   *cursor_id;
+	char	   *stream_lo;		/* stream filter: [lo, hi), or exact lo */
+	char	   *stream_hi;		/* NULL: no upper bound */
+	int			stream_exact;
+	int			all_streams;
 } MongoSink;
 
 typedef struct MongoOptions
@@ -127,120 +134,14 @@ sink_strdup(const char *s)
 	return r;
 }
 
-/*
- * Locate the password of a URI by text alone (the URI may not even parse):
- * userinfo runs from after "://" to the last '@' before the query ('?');
- * the password is what follows its first ':'.  Sets *start and *len, returns
- * 0 when there is no password.
- */
-static int
-find_password(const char *uri, size_t *start, size_t *len)
-{
-	const char *scheme = strstr(uri, "://");
-	const char *auth;
-	const char *query;
-	const char *at = NULL;
-	const char *p;
-	const char *colon;
-
-	if (scheme == NULL)
-		return 0;
-	auth = scheme + 3;
-	query = strchr(auth, '?');
-	if (query == NULL)
-		query = auth + strlen(auth);
-	for (p = auth; p < query; p++)
-		if (*p == '@')
-			at = p;
-	if (at == NULL)
-		return 0;
-	colon = memchr(auth, ':', (size_t) (at - auth));
-	if (colon == NULL)
-		return 0;
-	*start = (size_t) (colon + 1 - uri);
-	*len = (size_t) (at - (colon + 1));
-	return 1;
-}
-
-char *
-ledger_sink_redact_target(const char *kind, const char *target)
-{
-	size_t		start;
-	size_t		len;
-	char	   *r;
-
-	if (target == NULL)
-		target = "";
-	/* anything but an sqlite path is treated as a URI: redact when unsure */
-	if ((kind != NULL && strcmp(kind, "sqlite") == 0) ||
-		!find_password(target, &start, &len))
-		return sink_strdup(target);
-
-	r = malloc(strlen(target) - len + 5);
-	if (r == NULL)
-		return NULL;
-	memcpy(r, target, start);
-	memcpy(r + start, "****", 4);
-	strcpy(r + start + 4, target + start + len);
-	return r;
-}
-
-/*
- * Replace every occurrence of secret in buf by "****" (a secret shorter
- * than 4 characters by as many '*': buf never grows).
- */
 static void
-scrub(char *buf, const char *secret)
+fail_as(LedgerSinkFailure *failure, LedgerSinkErrorKind kind, int index)
 {
-	size_t		slen;
-	char	   *p;
-
-	if (buf == NULL || secret == NULL || (slen = strlen(secret)) == 0)
-		return;
-	p = buf;
-	while ((p = strstr(p, secret)) != NULL)
+	if (failure != NULL)
 	{
-		if (slen >= 4)
-		{
-			memcpy(p, "****", 4);
-			memmove(p + 4, p + slen, strlen(p + slen) + 1);
-			p += 4;
-		}
-		else
-		{
-			memset(p, '*', slen);
-			p += slen;
-		}
+		failure->kind = kind;
+		failure->index = index;
 	}
-}
-
-/* Scrub both the raw (percent-encoded) and the decoded password. */
-static void
-scrub_target_password(char *buf, const char *target)
-{
-	size_t		start;
-	size_t		len;
-	char	   *raw;
-	char	   *decoded;
-
-	if (target == NULL || !find_password(target, &start, &len) || len == 0)
-		return;
-	raw = malloc(len + 1);
-	if (raw == NULL)
-	{
-		buf[0] = '\0';
-		return;
-	}
-	memcpy(raw, target + start, len);
-	raw[len] = '\0';
-	scrub(buf, raw);
-	decoded = mongoc_uri_unescape(raw);
-	if (decoded != NULL)
-	{
-		scrub(buf, decoded);
-		bson_free(decoded);
-	}
-	free(raw);
 }
 
 /* MongoDB database name rules (no "/\. \"$", at most 63 bytes). */
@@ -283,7 +184,8 @@ free_options(MongoOptions *o)
 
 /*
  * Parse the URI and options_json.  On success *urip (if not NULL) is the
- * parsed URI and o is filled in.  Messages use the redacted target.
+ * parsed URI and o is filled in.  Messages show the target redacted and
+ * the driver's words scrubbed.
  */
 static int
 parse_target(const char *target, const char *options_json, mongoc_uri_t **urip,
@@ -291,10 +193,12 @@ parse_target(const char *target, const char *options_json, mongoc_uri_t **urip,
 {
 	bson_error_t error;
 	mongoc_uri_t *uri = NULL;
-	bson_t	   *opts = NULL;
+	bson_t		wrap = BSON_INITIALIZER;
 	bson_iter_t iter;
+	bson_iter_t child;
 	char	   *redacted = NULL;
 	const char *uri_db;
+	char		msg[256];
 	int			result = -1;
 
 	memset(o, 0, sizeof(*o));
@@ -305,53 +209,34 @@ parse_target(const char *target, const char *options_json, mongoc_uri_t **urip,
 	if (target == NULL || target[0] == '\0')
 	{
 		set_err(err, errlen, "mongodb sink: target must be a MongoDB URI (mongodb://...), got an empty string");
-		return -1;
+		goto done;
 	}
 	redacted = ledger_sink_redact_target("mongodb", target);
 	if (redacted == NULL)
 	{
 		set_err(err, errlen, "mongodb sink: out of memory");
-		return -1;
+		goto done;
 	}
-
 	uri = mongoc_uri_new_with_error(target, &error);
 	if (uri == NULL)
 	{
-		scrub_target_password(error.message, target);
-		set_err(err, errlen, "mongodb sink: invalid MongoDB URI \"%s\": %s",
-				redacted, error.message);
+		ledger_sink_scrub_message("mongodb", target, error.message);
+		set_err(err, errlen, "mongodb sink: invalid MongoDB URI \"%s\": %s", redacted, error.message);
 		goto done;
 	}
 
-	if (options_json == NULL || options_json[0] == '\0')
-		options_json = "{}";
+	/* options are data too: read them without Extended JSON */
+	if (ledger_bson_append_json(&wrap, "o", options_json && options_json[0] ? options_json : "{}",
+								msg, sizeof(msg)) != 0 ||
+		!bson_iter_init_find(&iter, &wrap, "o") || !BSON_ITER_HOLDS_DOCUMENT(&iter))
 	{
-		const char *p = options_json;
-
-		while (isspace((unsigned char) *p))
-			p++;
-		if (*p != '{')
-		{
-			set_err(err, errlen, "mongodb sink: options must be a JSON object, got \"%s\"", options_json);
-			goto done;
-		}
-	}
-	opts = bson_new_from_json((const uint8_t *) options_json, -1, &error);
-	if (opts == NULL)
-	{
-		set_err(err, errlen, "mongodb sink: options \"%s\" are not a valid JSON object: %s",
-				options_json, error.message);
+		set_err(err, errlen, "mongodb sink: options must be a JSON object");
 		goto done;
 	}
-
-	if (!bson_iter_init(&iter, opts))
+	bson_iter_recurse(&iter, &child);
+	while (bson_iter_next(&child))
 	{
-		set_err(err, errlen, "mongodb sink: cannot read options");
-		goto done;
-	}
-	while (bson_iter_next(&iter))
-	{
-		const char *key = bson_iter_key(&iter);
+		const char *key = bson_iter_key(&child);
 		char	  **dest;
 
 		if (strcmp(key, "database") == 0)
@@ -361,18 +246,17 @@ parse_target(const char *target, const char *options_json, mongoc_uri_t **urip,
 		else
 		{
 			set_err(err, errlen,
-					"mongodb sink: unknown option \"%s\" (options are \"database\" and \"collection\")",
+					"mongodb sink: unknown option \"%.64s\" (options are \"database\" and \"collection\")",
 					key);
 			goto done;
 		}
-		if (!BSON_ITER_HOLDS_UTF8(&iter))
+		if (!BSON_ITER_HOLDS_UTF8(&child))
 		{
 			set_err(err, errlen, "mongodb sink: option \"%s\" must be a string", key);
 			goto done;
 		}
 		free(*dest);
-		*dest = sink_strdup(bson_iter_utf8(&iter, NULL));
-		if (*dest == NULL)
+		if ((*dest = sink_strdup(bson_iter_utf8(&child, NULL))) == NULL)
 		{
 			set_err(err, errlen, "mongodb sink: out of memory");
 			goto done;
@@ -398,7 +282,7 @@ parse_target(const char *target, const char *options_json, mongoc_uri_t **urip,
 	if (!valid_database(o->database))
 	{
 		set_err(err, errlen,
-				"mongodb sink: database name \"%s\" is invalid (1 to 63 bytes, none of / \\ . space \" $)",
+				"mongodb sink: database name \"%.64s\" is invalid (1 to 63 bytes, none of / \\ . space \" $)",
 				o->database);
 		goto done;
 	}
@@ -411,11 +295,10 @@ parse_target(const char *target, const char *options_json, mongoc_uri_t **urip,
 	if (!valid_collection(o->collection))
 	{
 		set_err(err, errlen,
-				"mongodb sink: option \"collection\" value \"%s\" is not a valid collection name (letters, digits and _, not starting with a digit)",
+				"mongodb sink: option \"collection\" value \"%.64s\" is not a valid collection name (letters, digits and _, not starting with a digit)",
 				o->collection);
 		goto done;
 	}
-
 	result = 0;
 	if (urip != NULL)
 	{
@@ -428,8 +311,7 @@ done:
 		free_options(o);
 	if (uri != NULL)
 		mongoc_uri_destroy(uri);
-	if (opts != NULL)
-		bson_destroy(opts);
+	bson_destroy(&wrap);
 	free(redacted);
 	return result;
 }
@@ -445,19 +327,48 @@ mongo_sink_check(const char *target, const char *options_json, char *err, size_t
 	return 0;
 }
 
-/*
- * Error from the driver: prefix + the driver's message with the password
- * scrubbed out of it (only the driver's part is scrubbed, so a short
- * password cannot mangle the rest of the message).
- */
+int
+ledger_mongo_target_hosts(const char *target, LedgerSinkHost *hosts, int max, int *n,
+						  int *is_srv, char *err, size_t errlen)
+{
+	bson_error_t error;
+	mongoc_uri_t *uri;
+	const mongoc_host_list_t *h;
+
+	*n = 0;
+	*is_srv = 0;
+	mongoc_init();
+	uri = mongoc_uri_new_with_error(target, &error);
+	if (uri == NULL)
+	{
+		char	   *redacted = ledger_sink_redact_target("mongodb", target);
+
+		ledger_sink_scrub_message("mongodb", target, error.message);
+		set_err(err, errlen, "invalid MongoDB URI \"%s\": %s", redacted ? redacted : "", error.message);
+		free(redacted);
+		return -1;
+	}
+	*is_srv = mongoc_uri_get_srv_hostname(uri) != NULL;
+	for (h = mongoc_uri_get_hosts(uri); h != NULL && *n < max; h = h->next)
+	{
+		LedgerSinkHost *out = &hosts[(*n)++];
+
+		snprintf(out->name, sizeof(out->name), "%s", h->host);
+		out->port = h->port;
+		out->is_unix = h->family == AF_UNIX;
+	}
+	mongoc_uri_destroy(uri);
+	return 0;
+}
+
+/* Error from the driver: our words around the driver's, scrubbed. */
 static void
 driver_err(MongoSink *s, char *err, size_t errlen, const char *what, const char *msg)
 {
 	char		clean[1024];
 
 	set_err(clean, sizeof(clean), "%s", msg ? msg : "");
-	if (s->password != NULL)
-		scrub(clean, s->password);
+	ledger_sink_scrub_message("mongodb", s->target, clean);
 	set_err(err, errlen, "mongodb sink \"%s\": %s on \"%s\" (database \"%s\", collection \"%s\"): %s",
 			s->sink_name, what, s->redacted, s->database, s->collection, clean);
 }
@@ -471,17 +382,22 @@ mongo_sink_close(void *state)
 		return;
 	if (s->coll != NULL)
 		mongoc_collection_destroy(s->coll);
+	if (s->cursors != NULL)
+		mongoc_collection_destroy(s->cursors);
 	if (s->client != NULL)
 		mongoc_client_destroy(s->client);
 	free(s->sink_name);
-	free(s->redacted);
-	if (s->password != NULL)
+	if (s->target != NULL)
 	{
-		memset(s->password, 0, strlen(s->password));
-		free(s->password);
+		memset(s->target, 0, strlen(s->target));
+		free(s->target);
 	}
+	free(s->redacted);
 	free(s->database);
 	free(s->collection);
+	free(s->cursor_id);
+	free(s->stream_lo);
+	free(s->stream_hi);
 	free(s);
 }
 
@@ -520,6 +436,39 @@ append_index(bson_t *indexes, int i, const char *name, const char *const *fields
 	bson_append_document_end(indexes, &idx);
 }
 
+/* createIndexes for one index; 0 ok, 1 the server lacks an option, -1 error */
+static int
+create_index(MongoSink *s, const char *name, const char *const *fields, int unique,
+			 int sparse, int partial_dedup, char *err, size_t errlen)
+{
+	bson_t		cmd = BSON_INITIALIZER;
+	bson_t		indexes;
+	bson_t		reply;
+	bson_error_t error;
+	bool		ok;
+
+	bson_append_utf8(&cmd, "createIndexes", -1, s->collection, -1);
+	bson_append_array_begin(&cmd, "indexes", -1, &indexes);
+	append_index(&indexes, 0, name, fields, unique, sparse, partial_dedup);
+	bson_append_array_end(&cmd, &indexes);
+	ok = mongoc_collection_write_command_with_opts(s->coll, &cmd, NULL, &reply, &error);
+	bson_destroy(&cmd);
+	bson_destroy(&reply);
+	if (ok)
+		return 0;
+	if (strstr(error.message, "not implemented") != NULL ||
+		strstr(error.message, "not supported") != NULL)
+		return 1;
+	driver_err(s, err, errlen, "cannot create indexes", error.message);
+	return -1;
+}
+
+/*
+ * The Go library's indexes, with the names its driver derives.  A server
+ * without partial or sparse unique indexes (FerretDB 1.x) gets the same
+ * keys without the uniqueness: the log enforces it, the mirror does not
+ * have to.
+ */
 static int
 create_indexes(MongoSink *s, char *err, size_t errlen)
 {
@@ -529,46 +478,109 @@ create_indexes(MongoSink *s, char *err, size_t errlen)
 	static const char *const stream[] = {"stream", NULL};
 	static const char *const source_id[] = {"source_id", NULL};
 	static const char *const stream_tags_id[] = {"stream", "tags", "_id", NULL};
-	bson_t		cmd = BSON_INITIALIZER;
-	bson_t		indexes;
-	bson_t		reply;
-	bson_error_t error;
-	bool		ok;
+	int			rc;
 
-	bson_append_utf8(&cmd, "createIndexes", -1, s->collection, -1);
-	bson_append_array_begin(&cmd, "indexes", -1, &indexes);
-	append_index(&indexes, 0, "stream_1__id_1", stream_id, 0, 0, 0);
-	append_index(&indexes, 1, "stream_1_order_key_1__id_1", stream_order_id, 0, 0, 0);
-	append_index(&indexes, 2, "stream_1_dedup_key_1", stream_dedup, 1, 0, 1);
-	append_index(&indexes, 3, "stream_1", stream, 0, 0, 0);
-	append_index(&indexes, 4, "source_id_1", source_id, 1, 1, 0);
-	append_index(&indexes, 5, "stream_1_tags_1__id_1", stream_tags_id, 0, 0, 0);
-	bson_append_array_end(&cmd, &indexes);
-
-	ok = mongoc_collection_write_command_with_opts(s->coll, &cmd, NULL, &reply, &error);
-	bson_destroy(&cmd);
-	bson_destroy(&reply);
-	if (!ok)
-	{
-		driver_err(s, err, errlen, "cannot create indexes", error.message);
+	if (create_index(s, "stream_1__id_1", stream_id, 0, 0, 0, err, errlen) != 0 ||
+		create_index(s, "stream_1_order_key_1__id_1", stream_order_id, 0, 0, 0, err, errlen) != 0 ||
+		create_index(s, "stream_1", stream, 0, 0, 0, err, errlen) != 0 ||
+		create_index(s, "stream_1_tags_1__id_1", stream_tags_id, 0, 0, 0, err, errlen) != 0)
 		return -1;
+	rc = create_index(s, "stream_1_dedup_key_1", stream_dedup, 1, 0, 1, err, errlen);
+	if (rc > 0)
+		rc = create_index(s, "stream_1_dedup_key_1", stream_dedup, 0, 0, 0, err, errlen);
+	if (rc != 0)
+		return -1;
+	rc = create_index(s, "source_id_1", source_id, 1, 1, 0, err, errlen);
+	if (rc > 0)
+		rc = create_index(s, "source_id_1", source_id, 0, 0, 0, err, errlen);
+	return rc != 0 ? -1 : 0;
+}
+
+/* Lower a time-out option to cap (0 means "no limit" to the driver). */
+static void
+cap_timeout(mongoc_uri_t *uri, const char *option, int32_t fallback, int32_t cap)
+{
+	int32_t		v = mongoc_uri_get_option_as_int32(uri, option, fallback);
+
+	if (v <= 0 || v > cap)
+		v = cap;
+	mongoc_uri_set_option_as_int32(uri, option, v);
+}
+
+/* The stream filter of the sink's pattern: exact name, or a byte range. */
+static int
+set_stream_filter(MongoSink *s, const char *streams)
+{
+	size_t		len = strlen(streams);
+
+	if (strcmp(streams, "*") == 0 || len == 0)
+	{
+		s->all_streams = 1;
+		return 0;
 	}
+	if (streams[len - 1] != '*')
+	{
+		s->stream_exact = 1;
+		s->stream_lo = sink_strdup(streams);
+		return s->stream_lo ? 0 : -1;
+	}
+	s->stream_lo = sink_strdup(streams);
+	if (s->stream_lo == NULL)
+		return -1;
+	s->stream_lo[len - 1] = '\0';
+	/* the smallest string above every one starting with the prefix */
+	s->stream_hi = sink_strdup(s->stream_lo);
+	if (s->stream_hi == NULL)
+		return -1;
+	for (len = strlen(s->stream_hi); len > 0; len--)
+	{
+		unsigned char *c = (unsigned char *) &s->stream_hi[len - 1];
+
+		if (*c < 0xFF)
+		{
+			(*c)++;
+			s->stream_hi[len] = '\0';
+			return 0;
+		}
+	}
+	free(s->stream_hi);
+	s->stream_hi = NULL;
 	return 0;
 }
 
+static void
+append_stream_filter(MongoSink *s, bson_t *filter)
+{
+	bson_t		range;
+
+	if (s->all_streams)
+		return;
+	if (s->stream_exact)
+	{
+		bson_append_utf8(filter, "stream", -1, s->stream_lo, -1);
+		return;
+	}
+	bson_append_document_begin(filter, "stream", -1, &range);
+	bson_append_utf8(&range, "$gte", -1, s->stream_lo, -1);
+	if (s->stream_hi != NULL)
+		bson_append_utf8(&range, "$lt", -1, s->stream_hi, -1);
+	bson_append_document_end(filter, &range);
+}
+
 static void *
-mongo_sink_open(const char *sink_name, const char *target, const char *options_json,
-				char *err, size_t errlen)
+mongo_sink_open(const char *sink_name, const char *target, const char *streams,
+				const char *options_json, char *err, size_t errlen)
 {
 	MongoSink  *s;
 	MongoOptions o;
 	mongoc_uri_t *uri = NULL;
 	bson_error_t error;
-	size_t		pstart;
-	size_t		plen;
+	char	   *cursors_name;
 
 	if (sink_name == NULL)
 		sink_name = "";
+	if (streams == NULL)
+		streams = "*";
 	if (parse_target(target, options_json, &uri, &o, err, errlen) != 0)
 		return NULL;
 
@@ -583,37 +595,24 @@ mongo_sink_open(const char *sink_name, const char *target, const char *options_j
 	s->database = o.database;
 	s->collection = o.collection;
 	s->sink_name = sink_strdup(sink_name);
+	s->target = sink_strdup(target);
 	s->redacted = ledger_sink_redact_target("mongodb", target);
-	if (mongoc_uri_get_password(uri) != NULL && mongoc_uri_get_password(uri)[0] != '\0')
-		s->password = sink_strdup(mongoc_uri_get_password(uri));
-	else if (find_password(target, &pstart, &plen) && plen > 0)
-	{
-		/* unlikely: keep the raw text so it is scrubbed all the same */
-		s->password = malloc(plen + 1);
-		if (s->password != NULL)
-		{
-			memcpy(s->password, target + pstart, plen);
-			s->password[plen] = '\0';
-		}
-	}
-	if (s->sink_name == NULL || s->redacted == NULL)
+	s->cursor_id = malloc(strlen(MONGO_SINK_CURSOR_PREFIX) + strlen(sink_name) + 1);
+	if (s->sink_name == NULL || s->target == NULL || s->redacted == NULL ||
+		s->cursor_id == NULL || set_stream_filter(s, streams) != 0)
 	{
 		set_err(err, errlen, "mongodb sink \"%s\": out of memory", sink_name);
 		mongoc_uri_destroy(uri);
 		mongo_sink_close(s);
 		return NULL;
 	}
+	strcpy(s->cursor_id, MONGO_SINK_CURSOR_PREFIX);
+	strcat(s->cursor_id, sink_name);
 
-	/* Fail fast on an unreachable server unless the URI says otherwise. */
-	if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
-		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
-									   MONGO_SINK_SERVER_SELECTION_MS);
-	if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
-		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS,
-									   MONGO_SINK_CONNECT_MS);
-	if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS))
-		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS,
-									   MONGO_SINK_SOCKET_MS);
+	cap_timeout(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, MONGO_SINK_SERVER_SELECTION_MS,
+				MONGO_SINK_SERVER_SELECTION_CAP_MS);
+	cap_timeout(uri, MONGOC_URI_CONNECTTIMEOUTMS, MONGO_SINK_CONNECT_MS, MONGO_SINK_CONNECT_CAP_MS);
+	cap_timeout(uri, MONGOC_URI_SOCKETTIMEOUTMS, MONGO_SINK_SOCKET_CAP_MS, MONGO_SINK_SOCKET_CAP_MS);
 	if (!mongoc_uri_has_option(uri, MONGOC_URI_APPNAME))
 		mongoc_uri_set_appname(uri, MONGO_SINK_APPNAME);
 
@@ -621,12 +620,23 @@ mongo_sink_open(const char *sink_name, const char *target, const char *options_j
 	mongoc_uri_destroy(uri);
 	if (s->client == NULL)
 	{
-		driver_err(s, err, errlen, "cannot create client", error.message);
+		driver_err(s, err, errlen, "cannot create a client", error.message);
 		mongo_sink_close(s);
 		return NULL;
 	}
 	mongoc_client_set_error_api(s->client, MONGOC_ERROR_API_VERSION_2);
 	s->coll = mongoc_client_get_collection(s->client, s->database, s->collection);
+	cursors_name = malloc(strlen(s->collection) + sizeof("_cursors"));
+	if (cursors_name == NULL)
+	{
+		set_err(err, errlen, "mongodb sink \"%s\": out of memory", sink_name);
+		mongo_sink_close(s);
+		return NULL;
+	}
+	strcpy(cursors_name, s->collection);
+	strcat(cursors_name, "_cursors");
+	s->cursors = mongoc_client_get_collection(s->client, s->database, cursors_name);
+	free(cursors_name);
 
 	if (create_indexes(s, err, errlen) != 0)
 	{
@@ -668,121 +678,148 @@ oid_upper_bound(bson_oid_t *oid)
 }
 
 static int
-mongo_sink_position(void *state, int64_t *pos, char *err, size_t errlen)
+mongo_sink_cursor(void *state, int64_t *cursor, int *present, char *err, size_t errlen)
 {
 	MongoSink  *s = state;
-	bson_t		filter = BSON_INITIALIZER;
-	bson_t		lt;
-	bson_t	   *opts;
-	bson_oid_t	bound;
-	mongoc_cursor_t *cursor;
+	bson_t	   *filter = BCON_NEW("_id", BCON_UTF8(s->cursor_id));
+	bson_t	   *opts = BCON_NEW("limit", BCON_INT64(1));
+	mongoc_cursor_t *c;
 	const bson_t *doc;
 	bson_error_t error;
-	bson_iter_t iter;
+	bson_iter_t it;
 	int			result = 0;
 
-	*pos = 0;
-	oid_upper_bound(&bound);
-	bson_append_document_begin(&filter, "_id", -1, &lt);
-	bson_append_oid(&lt, "$lt", -1, &bound);
-	bson_append_document_end(&filter, &lt);
-	opts = BCON_NEW("sort", "{", "_id", BCON_INT32(-1), "}",
-					"limit", BCON_INT64(1),
-					"projection", "{", "_id", BCON_INT32(1), "}");
-
-	cursor = mongoc_collection_find_with_opts(s->coll, &filter, opts, NULL);
-	if (mongoc_cursor_next(cursor, &doc))
+	*cursor = 0;
+	*present = 0;
+	c = mongoc_collection_find_with_opts(s->cursors, filter, opts, NULL);
+	if (mongoc_cursor_next(c, &doc))
 	{
-		if (bson_iter_init_find(&iter, doc, "_id") && BSON_ITER_HOLDS_OID(&iter))
-			*pos = id_from_oid(bson_iter_oid(&iter));
+		if (bson_iter_init_find(&it, doc, "position") &&
+			(BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_INT32(&it)) &&
+			bson_iter_as_int64(&it) >= 0)
+		{
+			*cursor = bson_iter_as_int64(&it);
+			*present = 1;
+		}
 		else
 		{
-			driver_err(s, err, errlen, "cannot read position", "the newest document has no ObjectId _id");
+			driver_err(s, err, errlen, "cannot read the cursor",
+					   "the cursor document has no integer field \"position\"");
 			result = -1;
 		}
 	}
-	if (result == 0 && mongoc_cursor_error(cursor, &error))
+	if (result == 0 && mongoc_cursor_error(c, &error))
 	{
-		driver_err(s, err, errlen, "cannot read position", error.message);
+		driver_err(s, err, errlen, "cannot read the cursor", error.message);
 		result = -1;
 	}
-	mongoc_cursor_destroy(cursor);
+	mongoc_cursor_destroy(c);
+	bson_destroy(opts);
+	bson_destroy(filter);
+	return result;
+}
+
+static int
+mongo_sink_scan(void *state, int64_t after, int64_t *ids, int *n,
+				LedgerSinkFailure *failure, char *err, size_t errlen)
+{
+	MongoSink  *s = state;
+	bson_oid_t	lo;
+	bson_oid_t	bound;
+	bson_t		filter = BSON_INITIALIZER;
+	bson_t		range;
+	bson_t	   *opts;
+	mongoc_cursor_t *c;
+	const bson_t *doc;
+	bson_error_t error;
+	bson_iter_t it;
+	int			result = 0;
+
+	*n = 0;
+	oid_upper_bound(&bound);
+
+	/* a document with a driver-made _id: somebody else writes here */
+	bson_append_document_begin(&filter, "_id", -1, &range);
+	bson_append_oid(&range, "$gte", -1, &bound);
+	bson_append_document_end(&filter, &range);
+	opts = BCON_NEW("limit", BCON_INT64(1), "projection", "{", "_id", BCON_INT32(1), "}");
+	c = mongoc_collection_find_with_opts(s->coll, &filter, opts, NULL);
+	if (mongoc_cursor_next(c, &doc))
+	{
+		char		hex[25] = "";
+
+		if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_OID(&it))
+			bson_oid_to_string(bson_iter_oid(&it), hex);
+		set_err(err, errlen,
+				"mongodb sink \"%s\": collection \"%s\" of \"%s\" holds a document (_id ObjectId(\"%s\")) that no ledger sink wrote; somebody else writes to it",
+				s->sink_name, s->collection, s->redacted, hex);
+		fail_as(failure, LEDGER_SINK_DIVERGED, -1);
+		result = -1;
+	}
+	else if (mongoc_cursor_error(c, &error))
+	{
+		driver_err(s, err, errlen, "cannot read", error.message);
+		fail_as(failure, LEDGER_SINK_TRANSIENT, -1);
+		result = -1;
+	}
+	mongoc_cursor_destroy(c);
+	bson_destroy(opts);
+	bson_destroy(&filter);
+	if (result != 0)
+		return result;
+
+	/* our documents above after, in the sink's streams */
+	oid_from_id(after, &lo);
+	bson_init(&filter);
+	bson_append_document_begin(&filter, "_id", -1, &range);
+	bson_append_oid(&range, "$gt", -1, &lo);
+	bson_append_oid(&range, "$lt", -1, &bound);
+	bson_append_document_end(&filter, &range);
+	append_stream_filter(s, &filter);
+	opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}",
+					"limit", BCON_INT64(LEDGER_SINK_SCAN_MAX),
+					"projection", "{", "_id", BCON_INT32(1), "}");
+	c = mongoc_collection_find_with_opts(s->coll, &filter, opts, NULL);
+	while (*n < LEDGER_SINK_SCAN_MAX && mongoc_cursor_next(c, &doc))
+		if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_OID(&it))
+			ids[(*n)++] = id_from_oid(bson_iter_oid(&it));
+	if (mongoc_cursor_error(c, &error))
+	{
+		driver_err(s, err, errlen, "cannot read", error.message);
+		fail_as(failure, LEDGER_SINK_TRANSIENT, -1);
+		result = -1;
+	}
+	mongoc_cursor_destroy(c);
 	bson_destroy(opts);
 	bson_destroy(&filter);
 	return result;
 }
 
-/* First non-space character of a JSON text. */
-static char
-json_first(const char *json)
-{
-	while (json != NULL && isspace((unsigned char) *json))
-		json++;
-	return json ? *json : '\0';
-}
-
-/*
- * Parse a JSON value by wrapping it as {"v": <json>}; on success *wrapped
- * is a new bson_t whose iterator *it points at "v".
- */
-static bson_t *
-parse_value(const char *json, bson_iter_t *it, bson_error_t *error)
-{
-	size_t		len = strlen(json);
-	char	   *text = malloc(len + 8);
-	bson_t	   *b;
-
-	if (text == NULL)
-	{
-		bson_set_error(error, 0, 0, "out of memory");
-		return NULL;
-	}
-	memcpy(text, "{\"v\":", 5);
-	memcpy(text + 5, json, len);
-	memcpy(text + 5 + len, "\n}", 3);
-	b = bson_new_from_json((const uint8_t *) text, -1, error);
-	free(text);
-	if (b == NULL)
-		return NULL;
-	if (!bson_iter_init_find(it, b, "v"))
-	{
-		bson_set_error(error, 0, 0, "not a single JSON value");
-		bson_destroy(b);
-		return NULL;
-	}
-	return b;
-}
-
 /*
  * Append a JSON object of strings as a document (left out when empty), or
- * a JSON array of strings as an array (always).  Returns 0 or -1 with
- * *what naming the problem.
+ * a JSON array of strings as an array (always).
  */
 static int
 append_strings(bson_t *doc, const char *field, const char *json, int is_array,
 			   char *msg, size_t msglen)
 {
+	bson_t		wrap = BSON_INITIALIZER;
 	bson_iter_t it;
 	bson_iter_t child;
-	bson_error_t error;
-	bson_t	   *b;
-	uint32_t	n = 0;
-	const uint8_t *data;
-	uint32_t	datalen;
-	bson_t		sub;
+	int			n = 0;
 
-	if (json == NULL || json_first(json) == '\0')
+	if (json == NULL || json[0] == '\0')
 		json = is_array ? "[]" : "{}";
-	b = parse_value(json, &it, &error);
-	if (b == NULL)
+	if (ledger_bson_append_json(&wrap, field, json, msg, msglen) != 0)
 	{
-		set_err(msg, msglen, "%s is not valid JSON: %s", field, error.message);
+		bson_destroy(&wrap);
 		return -1;
 	}
-	if (is_array ? !BSON_ITER_HOLDS_ARRAY(&it) : !BSON_ITER_HOLDS_DOCUMENT(&it))
+	if (!bson_iter_init_find(&it, &wrap, field) ||
+		(is_array ? !BSON_ITER_HOLDS_ARRAY(&it) : !BSON_ITER_HOLDS_DOCUMENT(&it)))
 	{
 		set_err(msg, msglen, "%s is not a JSON %s", field, is_array ? "array" : "object");
-		bson_destroy(b);
+		bson_destroy(&wrap);
 		return -1;
 	}
 	bson_iter_recurse(&it, &child);
@@ -790,25 +827,15 @@ append_strings(bson_t *doc, const char *field, const char *json, int is_array,
 	{
 		if (!BSON_ITER_HOLDS_UTF8(&child))
 		{
-			set_err(msg, msglen, "%s member \"%s\" is not a string", field, bson_iter_key(&child));
-			bson_destroy(b);
+			set_err(msg, msglen, "%s member \"%.64s\" is not a string", field, bson_iter_key(&child));
+			bson_destroy(&wrap);
 			return -1;
 		}
 		n++;
 	}
-	if (is_array)
-	{
-		bson_iter_array(&it, &datalen, &data);
-		if (bson_init_static(&sub, data, datalen))
-			bson_append_array(doc, field, -1, &sub);
-	}
-	else if (n > 0)
-	{
-		bson_iter_document(&it, &datalen, &data);
-		if (bson_init_static(&sub, data, datalen))
-			bson_append_document(doc, field, -1, &sub);
-	}
-	bson_destroy(b);
+	if (is_array || n > 0)
+		bson_append_iter(doc, field, -1, &it);
+	bson_destroy(&wrap);
 	return 0;
 }
 
@@ -818,42 +845,38 @@ us_to_ms(int64_t us)
 	return us >= 0 ? us / 1000 : -((-us + 999) / 1000);
 }
 
-/* Build the document for one row into doc (initialized by the caller). */
+/* The whole document of an INSERT item, into doc (initialized by the caller). */
 static int
 build_document(const LedgerExportRow *r, bson_t *doc, char *msg, size_t msglen)
 {
 	bson_oid_t	oid;
+	bson_t		wrap = BSON_INITIALIZER;
 	bson_iter_t it;
-	bson_error_t error;
-	bson_t	   *payload;
 	char		idtxt[24];
-	int			scalar = 0;
-	char		first = json_first(r->payload_json);
+	int			scalar;
 
-	payload = parse_value(r->payload_json ? r->payload_json : "null", &it, &error);
-	if (payload == NULL)
+	if (ledger_bson_append_json(&wrap, "payload", r->payload_json, msg, msglen) != 0 ||
+		!bson_iter_init_find(&it, &wrap, "payload"))
 	{
-		set_err(msg, msglen, "payload cannot be converted to BSON: %s", error.message);
+		bson_destroy(&wrap);
 		return -1;
 	}
+	scalar = !BSON_ITER_HOLDS_DOCUMENT(&it) && !BSON_ITER_HOLDS_ARRAY(&it);
 
 	oid_from_id(r->id, &oid);
 	bson_append_oid(doc, "_id", 3, &oid);
 	bson_append_utf8(doc, "stream", 6, r->stream ? r->stream : "", -1);
-	if (first == '{' && BSON_ITER_HOLDS_DOCUMENT(&it))
-		bson_append_iter(doc, "payload", 7, &it);
-	else if (first == '[' && BSON_ITER_HOLDS_ARRAY(&it))
-		bson_append_iter(doc, "payload", 7, &it);
-	else
+	if (scalar)
 	{
-		bson_t		wrap;
+		bson_t		value;
 
-		scalar = 1;
-		bson_append_document_begin(doc, "payload", 7, &wrap);
-		bson_append_iter(&wrap, "value", 5, &it);
-		bson_append_document_end(doc, &wrap);
+		bson_append_document_begin(doc, "payload", 7, &value);
+		bson_append_iter(&value, "value", 5, &it);
+		bson_append_document_end(doc, &value);
 	}
-	bson_destroy(payload);
+	else
+		bson_append_iter(doc, "payload", 7, &it);
+	bson_destroy(&wrap);
 
 	bson_append_utf8(doc, "order_key", 9, r->order_key ? r->order_key : "", -1);
 	bson_append_utf8(doc, "dedup_key", 9, r->dedup_key ? r->dedup_key : "", -1);
@@ -870,156 +893,473 @@ build_document(const LedgerExportRow *r, bson_t *doc, char *msg, size_t msglen)
 	bson_append_int64(doc, "seq", 3, r->seq);
 	if (scalar)
 		bson_append_bool(doc, "payload_scalar", 14, true);
+	if (bson_has_field(doc, "payload") && doc->len > BSON_MAX_SIZE)
+	{
+		set_err(msg, msglen, "the document would exceed the BSON size limit");
+		return -1;
+	}
 	return 0;
 }
 
-/*
- * Best effort after a non-duplicate write error: delete this batch's
- * documents with ids in (from_id, to_id], so that position() does not
- * move past a document that is not there.
- */
-static void
-delete_range(MongoSink *s, int64_t from_id, int64_t to_id)
+/* {$set: {tags, [annotations], [updated_at]}, $unset: {the others}} */
+static int
+build_side_data_update(const LedgerExportRow *r, bson_t *update, char *msg, size_t msglen)
 {
-	bson_oid_t	lo;
-	bson_oid_t	hi;
-	bson_t		filter = BSON_INITIALIZER;
-	bson_t		range;
+	bson_t		set;
+	bson_t		unset;
+	bson_t		tmp = BSON_INITIALIZER;
+	int			has_annotations;
 
-	oid_from_id(from_id, &lo);
-	oid_from_id(to_id, &hi);
-	bson_append_document_begin(&filter, "_id", 3, &range);
-	bson_append_oid(&range, "$gt", 3, &lo);
-	bson_append_oid(&range, "$lte", 4, &hi);
-	bson_append_document_end(&filter, &range);
-	(void) mongoc_collection_delete_many(s->coll, &filter, NULL, NULL, NULL);
+	if (append_strings(&tmp, "annotations", r->annotations_json, 0, msg, msglen) != 0)
+	{
+		bson_destroy(&tmp);
+		return -1;
+	}
+	has_annotations = bson_has_field(&tmp, "annotations");
+	bson_append_document_begin(update, "$set", 4, &set);
+	if (append_strings(&set, "tags", r->tags_json, 1, msg, msglen) != 0)
+	{
+		bson_destroy(&tmp);
+		return -1;
+	}
+	if (has_annotations)
+	{
+		bson_iter_t it;
+
+		bson_iter_init_find(&it, &tmp, "annotations");
+		bson_append_iter(&set, "annotations", 11, &it);
+	}
+	if (r->has_updated_at)
+		bson_append_date_time(&set, "updated_at", 10, us_to_ms(r->updated_at_us));
+	bson_append_document_end(update, &set);
+	bson_destroy(&tmp);
+	if (!has_annotations || !r->has_updated_at)
+	{
+		bson_append_document_begin(update, "$unset", 6, &unset);
+		if (!has_annotations)
+			bson_append_utf8(&unset, "annotations", 11, "", 0);
+		if (!r->has_updated_at)
+			bson_append_utf8(&unset, "updated_at", 10, "", 0);
+		bson_append_document_end(update, &unset);
+	}
+	return 0;
+}
+
+/* {_id: oid(id), source_id: "id"} */
+static void
+entry_selector(int64_t id, bson_t *selector)
+{
+	bson_oid_t	oid;
+	char		idtxt[24];
+
+	oid_from_id(id, &oid);
+	snprintf(idtxt, sizeof(idtxt), "%" PRId64, id);
+	bson_append_oid(selector, "_id", 3, &oid);
+	bson_append_utf8(selector, "source_id", 9, idtxt, -1);
+}
+
+/* Same type and bytes, or both absent? */
+static int
+same_field(const bson_t *a, const bson_t *b, const char *key)
+{
+	bson_iter_t ia;
+	bson_iter_t ib;
+	int			ha = bson_iter_init_find(&ia, a, key);
+	int			hb = bson_iter_init_find(&ib, b, key);
+	const bson_value_t *va;
+	const bson_value_t *vb;
+
+	if (!ha || !hb)
+		return ha == hb;
+	va = bson_iter_value(&ia);
+	vb = bson_iter_value(&ib);
+	if (va->value_type != vb->value_type)
+		return 0;
+	switch (va->value_type)
+	{
+		case BSON_TYPE_UTF8:
+			return va->value.v_utf8.len == vb->value.v_utf8.len &&
+				memcmp(va->value.v_utf8.str, vb->value.v_utf8.str, va->value.v_utf8.len) == 0;
+		case BSON_TYPE_DOCUMENT:
+		case BSON_TYPE_ARRAY:
+			return va->value.v_doc.data_len == vb->value.v_doc.data_len &&
+				memcmp(va->value.v_doc.data, vb->value.v_doc.data, va->value.v_doc.data_len) == 0;
+		case BSON_TYPE_INT32:
+			return va->value.v_int32 == vb->value.v_int32;
+		case BSON_TYPE_INT64:
+			return va->value.v_int64 == vb->value.v_int64;
+		case BSON_TYPE_DATE_TIME:
+			return va->value.v_datetime == vb->value.v_datetime;
+		case BSON_TYPE_BOOL:
+			return va->value.v_bool == vb->value.v_bool;
+		default:
+			return 0;
+	}
+}
+
+/*
+ * An insert met a duplicate key: is the stored document this very entry
+ * (then refresh its side data), or another one (a divergence)?
+ */
+static int
+resolve_duplicate(MongoSink *s, const LedgerExportRow *r, char *err, size_t errlen,
+				  LedgerSinkErrorKind *kind)
+{
+	static const char *const immutable[] = {
+		"stream", "payload", "order_key", "dedup_key", "schema_version", "metadata",
+		"source_id", "created_at", "seq", "payload_scalar", NULL
+	};
+	bson_t		ours = BSON_INITIALIZER;
+	bson_t		filter = BSON_INITIALIZER;
+	bson_t	   *opts = BCON_NEW("limit", BCON_INT64(1));
+	mongoc_cursor_t *c;
+	const bson_t *theirs;
+	bson_error_t error;
+	bson_oid_t	oid;
+	char		msg[512];
+	int			result = -1;
+	int			i;
+
+	*kind = LEDGER_SINK_DIVERGED;
+	if (build_document(r, &ours, msg, sizeof(msg)) != 0)
+	{
+		set_err(err, errlen, "mongodb sink \"%s\": entry %" PRId64 ": %s", s->sink_name, r->id, msg);
+		goto done;
+	}
+	oid_from_id(r->id, &oid);
+	bson_append_oid(&filter, "_id", 3, &oid);
+	c = mongoc_collection_find_with_opts(s->coll, &filter, opts, NULL);
+	if (!mongoc_cursor_next(c, &theirs))
+	{
+		if (mongoc_cursor_error(c, &error))
+		{
+			driver_err(s, err, errlen, "cannot read", error.message);
+			*kind = LEDGER_SINK_TRANSIENT;
+		}
+		else
+			set_err(err, errlen,
+					"mongodb sink \"%s\": entry %" PRId64 " of stream \"%.64s\": collection \"%s\" holds another document with its dedup_key or source_id",
+					s->sink_name, r->id, r->stream ? r->stream : "", s->collection);
+		mongoc_cursor_destroy(c);
+		goto done;
+	}
+	for (i = 0; immutable[i] != NULL; i++)
+	{
+		if (!same_field(&ours, theirs, immutable[i]))
+		{
+			set_err(err, errlen,
+					"mongodb sink \"%s\": entry %" PRId64 " of stream \"%.64s\": collection \"%s\" already holds a different document with its _id (field \"%s\" differs)",
+					s->sink_name, r->id, r->stream ? r->stream : "", s->collection, immutable[i]);
+			mongoc_cursor_destroy(c);
+			goto done;
+		}
+	}
+	mongoc_cursor_destroy(c);
+
+	/* the same entry, sent again: bring its side data up to date */
+	{
+		bson_t		update = BSON_INITIALIZER;
+		bson_t		selector = BSON_INITIALIZER;
+
+		entry_selector(r->id, &selector);
+		if (build_side_data_update(r, &update, msg, sizeof(msg)) != 0)
+			set_err(err, errlen, "mongodb sink \"%s\": entry %" PRId64 ": %s", s->sink_name, r->id, msg);
+		else if (!mongoc_collection_update_one(s->coll, &selector, &update, NULL, NULL, &error))
+		{
+			driver_err(s, err, errlen, "cannot update", error.message);
+			*kind = LEDGER_SINK_TRANSIENT;
+		}
+		else
+			result = 0;
+		bson_destroy(&update);
+		bson_destroy(&selector);
+	}
+
+done:
+	bson_destroy(&ours);
 	bson_destroy(&filter);
+	bson_destroy(opts);
+	return result;
+}
+
+/* Add item r to the bulk write. */
+static int
+add_to_bulk(MongoSink *s, mongoc_bulk_operation_t *bulk, const LedgerExportRow *r,
+			char *err, size_t errlen)
+{
+	bson_t		doc = BSON_INITIALIZER;
+	bson_t		selector = BSON_INITIALIZER;
+	bson_error_t error;
+	char		msg[512];
+	bool		ok = true;
+
+	switch (r->op)
+	{
+		case LEDGER_EXPORT_INSERT:
+			if (build_document(r, &doc, msg, sizeof(msg)) != 0)
+				ok = false;
+			else
+			{
+				/*
+				 * No client-side key checks: payload keys with dots, a
+				 * leading '$' or no characters are data, and MongoDB 5.0+
+				 * stores them (a server that does not refuses the document,
+				 * and says so).
+				 */
+				bson_t	   *opts = BCON_NEW("validate", BCON_BOOL(false));
+
+				ok = mongoc_bulk_operation_insert_with_opts(bulk, &doc, opts, &error);
+				bson_destroy(opts);
+				if (!ok)
+					set_err(msg, sizeof(msg), "%s", error.message);
+			}
+			break;
+		case LEDGER_EXPORT_UPDATE:
+			entry_selector(r->id, &selector);
+			if (build_side_data_update(r, &doc, msg, sizeof(msg)) != 0)
+				ok = false;
+			else if (!mongoc_bulk_operation_update_one_with_opts(bulk, &selector, &doc, NULL, &error))
+			{
+				set_err(msg, sizeof(msg), "%s", error.message);
+				ok = false;
+			}
+			break;
+		case LEDGER_EXPORT_TRIM:
+			{
+				bson_oid_t	hi;
+				bson_t		range;
+
+				oid_from_id(r->id, &hi);
+				bson_append_utf8(&selector, "stream", 6, r->stream ? r->stream : "", -1);
+				bson_append_document_begin(&selector, "_id", 3, &range);
+				bson_append_oid(&range, "$lte", 4, &hi);
+				bson_append_document_end(&selector, &range);
+				if (!mongoc_bulk_operation_remove_many_with_opts(bulk, &selector, NULL, &error))
+				{
+					set_err(msg, sizeof(msg), "%s", error.message);
+					ok = false;
+				}
+				break;
+			}
+	}
+	if (!ok)
+		set_err(err, errlen, "mongodb sink \"%s\": entry %" PRId64 " of stream \"%.64s\": %s",
+				s->sink_name, r->id, r->stream ? r->stream : "", msg);
+	bson_destroy(&doc);
+	bson_destroy(&selector);
+	return ok ? 0 : -1;
+}
+
+/* The first write error of a bulk reply: its index, code and message. */
+static int
+first_write_error(const bson_t *reply, int *index, int *code, char *msg, size_t msglen)
+{
+	bson_iter_t it;
+	bson_iter_t errs;
+	bson_iter_t f;
+
+	if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+		!bson_iter_recurse(&it, &errs) || !bson_iter_next(&errs) ||
+		!BSON_ITER_HOLDS_DOCUMENT(&errs) || !bson_iter_recurse(&errs, &f))
+		return 0;
+	*index = -1;
+	*code = 0;
+	msg[0] = '\0';
+	while (bson_iter_next(&f))
+	{
+		if (strcmp(bson_iter_key(&f), "index") == 0)
+			*index = (int) bson_iter_as_int64(&f);
+		else if (strcmp(bson_iter_key(&f), "code") == 0)
+			*code = (int) bson_iter_as_int64(&f);
+		else if (strcmp(bson_iter_key(&f), "errmsg") == 0 && BSON_ITER_HOLDS_UTF8(&f))
+			set_err(msg, msglen, "%s", bson_iter_utf8(&f, NULL));
+	}
+	return 1;
+}
+
+static int64_t
+reply_count(const bson_t *reply, const char *field)
+{
+	bson_iter_t it;
+
+	return bson_iter_init_find(&it, reply, field) ? bson_iter_as_int64(&it) : 0;
+}
+
+/*
+ * One side-data update on its own, to tell which of a bulk's updates found
+ * no document.
+ */
+static int
+update_matched(MongoSink *s, const LedgerExportRow *r, int *matched, char *err, size_t errlen)
+{
+	bson_t		selector = BSON_INITIALIZER;
+	bson_t		update = BSON_INITIALIZER;
+	bson_t		reply;
+	bson_error_t error;
+	char		msg[512];
+	int			result = -1;
+
+	entry_selector(r->id, &selector);
+	if (build_side_data_update(r, &update, msg, sizeof(msg)) != 0)
+		set_err(err, errlen, "mongodb sink \"%s\": entry %" PRId64 ": %s", s->sink_name, r->id, msg);
+	else if (!mongoc_collection_update_one(s->coll, &selector, &update, NULL, &reply, &error))
+	{
+		driver_err(s, err, errlen, "cannot update", error.message);
+		bson_destroy(&reply);
+	}
+	else
+	{
+		*matched = reply_count(&reply, "matchedCount") > 0;
+		bson_destroy(&reply);
+		result = 0;
+	}
+	bson_destroy(&selector);
+	bson_destroy(&update);
+	return result;
 }
 
 static int
-mongo_sink_write(void *state, const LedgerExportRow *rows, int n, char *err, size_t errlen)
+mongo_sink_apply(void *state, const LedgerExportRow *rows, int n,
+				 LedgerSinkFailure *failure, char *err, size_t errlen)
 {
 	MongoSink  *s = state;
-	bson_t	   *docs;
-	const bson_t **ptrs;
-	bson_t	   *opts = NULL;
-	bson_t		reply;
-	bson_error_t error;
-	bson_iter_t iter;
-	bson_iter_t we;
-	char		msg[512];
-	int			built = 0;
-	int			result = -1;
-	int			i;
-	bool		ok;
+	int			from = 0;
 
-	if (n <= 0)
-		return 0;
-	docs = calloc((size_t) n, sizeof(bson_t));
-	ptrs = calloc((size_t) n, sizeof(bson_t *));
-	if (docs == NULL || ptrs == NULL)
+	fail_as(failure, LEDGER_SINK_TRANSIENT, -1);
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	while (from < n)
 	{
-		set_err(err, errlen, "mongodb sink \"%s\": out of memory", s->sink_name);
-		goto done;
-	}
-	for (i = 0; i < n; i++)
-	{
-		bson_init(&docs[i]);
-		built++;
-		if (build_document(&rows[i], &docs[i], msg, sizeof(msg)) != 0)
+		mongoc_bulk_operation_t *bulk;
+		bson_t	   *opts = BCON_NEW("ordered", BCON_BOOL(true));
+		bson_t		reply;
+		bson_error_t error;
+		int			nupdates = 0;
+		int			upto = n;	/* items [from, upto) executed */
+		int			index = -1;
+		int			code = 0;
+		char		msg[512];
+		int			i;
+		bool		ok;
+
+		bulk = mongoc_collection_create_bulk_operation_with_opts(s->coll, opts);
+		bson_destroy(opts);
+		for (i = from; i < n; i++)
 		{
-			set_err(err, errlen, "mongodb sink \"%s\": entry %" PRId64 " of stream \"%s\": %s",
-					s->sink_name, rows[i].id, rows[i].stream ? rows[i].stream : "", msg);
-			goto done;
-		}
-		ptrs[i] = &docs[i];
-	}
-
-	/*
-	 * Unordered; no client-side key validation: payload keys with dots, a
-	 * leading '$' or an empty name are legal JSON and MongoDB 5.0+ stores
-	 * them (an older server refuses them, and says so).
-	 */
-	opts = BCON_NEW("ordered", BCON_BOOL(false), "validate", BCON_BOOL(false));
-	ok = mongoc_collection_insert_many(s->coll, ptrs, (size_t) n, opts, &reply, &error);
-	if (ok)
-		result = 0;
-	else
-	{
-		int			first_bad = -1;
-		int			bad_code = 0;
-		char		bad_msg[256] = "";
-		int			have_write_errors = 0;
-
-		if (bson_iter_init_find(&iter, &reply, "writeErrors") &&
-			BSON_ITER_HOLDS_ARRAY(&iter) && bson_iter_recurse(&iter, &we))
-		{
-			while (bson_iter_next(&we))
+			if (add_to_bulk(s, bulk, &rows[i], err, errlen) != 0)
 			{
-				bson_iter_t f;
-				int32_t		code = 0;
-				int32_t		index = -1;
-				const char *emsg = "";
+				mongoc_bulk_operation_destroy(bulk);
+				fail_as(failure, LEDGER_SINK_DIVERGED, i);
+				return -1;
+			}
+		}
+		ok = mongoc_bulk_operation_execute(bulk, &reply, &error) != 0;
+		mongoc_bulk_operation_destroy(bulk);
+		if (!ok && !first_write_error(&reply, &index, &code, msg, sizeof(msg)))
+		{
+			char		what[128];
 
-				have_write_errors = 1;
-				if (!BSON_ITER_HOLDS_DOCUMENT(&we) || !bson_iter_recurse(&we, &f))
+			snprintf(what, sizeof(what), "cannot write the items from entry %" PRId64 " on (%d of them)",
+					 rows[from].id, n - from);
+			driver_err(s, err, errlen, what, error.message);
+			bson_destroy(&reply);
+			return -1;
+		}
+		if (!ok)
+			upto = from + (index >= 0 ? index : 0);
+
+		/* every update before the failure must have found its document */
+		for (i = from; i < upto; i++)
+			if (rows[i].op == LEDGER_EXPORT_UPDATE)
+				nupdates++;
+		if (reply_count(&reply, "nMatched") < nupdates)
+		{
+			for (i = from; i < upto; i++)
+			{
+				int			matched = 1;
+
+				if (rows[i].op != LEDGER_EXPORT_UPDATE)
 					continue;
-				while (bson_iter_next(&f))
+				if (update_matched(s, &rows[i], &matched, err, errlen) != 0)
 				{
-					if (strcmp(bson_iter_key(&f), "code") == 0)
-						code = (int32_t) bson_iter_as_int64(&f);
-					else if (strcmp(bson_iter_key(&f), "index") == 0)
-						index = (int32_t) bson_iter_as_int64(&f);
-					else if (strcmp(bson_iter_key(&f), "errmsg") == 0 && BSON_ITER_HOLDS_UTF8(&f))
-						emsg = bson_iter_utf8(&f, NULL);
+					bson_destroy(&reply);
+					return -1;
 				}
-				if (code == 11000)
-					continue;	/* already exported */
-				if (first_bad < 0 || index < first_bad)
+				if (!matched)
 				{
-					first_bad = index < 0 ? 0 : index;
-					bad_code = code;
-					set_err(bad_msg, sizeof(bad_msg), "%s", emsg);
+					set_err(err, errlen,
+							"mongodb sink \"%s\": entry %" PRId64 " of stream \"%.64s\" is missing from collection \"%s\"",
+							s->sink_name, rows[i].id, rows[i].stream ? rows[i].stream : "", s->collection);
+					fail_as(failure, LEDGER_SINK_MISSING, i);
+					bson_destroy(&reply);
+					return -1;
 				}
 			}
 		}
-		if (bson_iter_init_find(&iter, &reply, "writeConcernErrors") &&
-			BSON_ITER_HOLDS_ARRAY(&iter) && bson_iter_recurse(&iter, &we) &&
-			bson_iter_next(&we))
-		{
-			driver_err(s, err, errlen, "write concern error", error.message);
-		}
-		else if (!have_write_errors)
-			driver_err(s, err, errlen, "cannot insert", error.message);
-		else if (first_bad >= 0)
-		{
-			if (first_bad >= n)
-				first_bad = 0;
-			set_err(msg, sizeof(msg), "entry %" PRId64 " failed with code %d: %s",
-					 rows[first_bad].id, bad_code, bad_msg);
-			driver_err(s, err, errlen, "cannot insert", msg);
-			delete_range(s, rows[first_bad].id, rows[n - 1].id);
-		}
-		else
-			result = 0;			/* only duplicates: already exported */
-	}
-	bson_destroy(&reply);
+		bson_destroy(&reply);
+		if (ok)
+			break;
 
-done:
-	if (opts != NULL)
+		if (upto >= n)
+		{
+			driver_err(s, err, errlen, "cannot write", msg);
+			return -1;
+		}
+		if (code == MONGO_DUPLICATE_KEY && rows[upto].op == LEDGER_EXPORT_INSERT)
+		{
+			LedgerSinkErrorKind kind;
+
+			if (resolve_duplicate(s, &rows[upto], err, errlen, &kind) != 0)
+			{
+				fail_as(failure, kind, upto);
+				return -1;
+			}
+			from = upto + 1;
+			continue;
+		}
+		ledger_sink_scrub_message("mongodb", s->target, msg);
+		set_err(err, errlen,
+				"mongodb sink \"%s\": collection \"%s\" refused entry %" PRId64 " of stream \"%.64s\" (code %d): %s",
+				s->sink_name, s->collection, rows[upto].id,
+				rows[upto].stream ? rows[upto].stream : "", code, msg);
+		fail_as(failure, LEDGER_SINK_DIVERGED, upto);
+		return -1;
+	}
+
+	/* the cursor, after the items: $max never lets it go back */
+	{
+		bson_t		selector = BSON_INITIALIZER;
+		bson_t	   *update;
+		bson_t	   *opts = BCON_NEW("upsert", BCON_BOOL(true));
+		bson_oid_t	oid;
+		char		hex[25];
+		bson_error_t error;
+		bool		ok;
+
+		oid_from_id(rows[n - 1].position, &oid);
+		bson_oid_to_string(&oid, hex);
+		bson_append_utf8(&selector, "_id", 3, s->cursor_id, -1);
+		update = BCON_NEW("$max", "{", "position", BCON_INT64(rows[n - 1].position),
+						  "cursor", BCON_UTF8(hex), "}");
+		ok = mongoc_collection_update_one(s->cursors, &selector, update, opts, NULL, &error);
+		bson_destroy(&selector);
+		bson_destroy(update);
 		bson_destroy(opts);
-	for (i = 0; i < built; i++)
-		bson_destroy(&docs[i]);
-	free(docs);
-	free(ptrs);
-	return result;
+		if (!ok)
+		{
+			driver_err(s, err, errlen, "cannot update the cursor", error.message);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 const LedgerSinkOps ledger_mongo_sink_ops = {
 	.kind = "mongodb",
 	.check = mongo_sink_check,
 	.open = mongo_sink_open,
-	.position = mongo_sink_position,
-	.write = mongo_sink_write,
+	.cursor = mongo_sink_cursor,
+	.scan = mongo_sink_scan,
+	.apply = mongo_sink_apply,
 	.close = mongo_sink_close,
 };

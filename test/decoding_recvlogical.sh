@@ -8,11 +8,13 @@
 # connection comes from PGHOST/PGPORT/PGDATABASE/PGUSER.  Runs as a role that
 # may create replication slots and read ledger's tables (a superuser).
 #
-# Starts pg_recvlogical on a new slot, runs concurrent psql appenders (single
-# appends, multi-statement transactions, batches, rolled-back transactions and
-# subtransactions, a trim), then loads the received lines into a temp table and
-# checks them against ledger.entries:
+# Starts pg_recvlogical on a new slot (with include-transaction), runs
+# concurrent psql appenders (single appends, multi-statement transactions,
+# batches, rolled-back transactions and subtransactions, a trim), then loads
+# the received lines into a temp table and checks them against ledger.entries:
 #   - every line is a JSON object with the documented keys;
+#   - every transaction is a begin line, its changes, and a commit line that
+#     counts them, all with the transaction's xid;
 #   - the received entry ids are exactly the committed ones, each once;
 #   - nothing from rolled-back work arrives;
 #   - every transaction's lines form one block, ids ascending inside it;
@@ -108,7 +110,7 @@ else
 fi
 
 pg_recvlogical -d "${PGDATABASE:-postgres}" --slot "$SLOT" --start --no-loop \
-	-F 0 -s 1 -o include-timestamp=on -f "$OUT" 2>"$WORK/recvlogical.err" &
+	-F 0 -s 1 -o include-timestamp=on -o include-transaction=on -f "$OUT" 2>"$WORK/recvlogical.err" &
 RECV_PID=$!
 
 # -- concurrent appenders ----------------------------------------------------
@@ -237,8 +239,18 @@ check "every line is a JSON object with a kind" \
 
 check "entry lines have exactly the documented keys" \
 	"SELECT bool_and((SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(j) k)
-		= '{commit_time,created_at,dedup_key,id,kind,lsn,metadata,order_key,payload,schema_version,seq,stream,tags,xid}')
+		= '{annotations,commit_time,created_at,dedup_key,id,kind,lsn,metadata,order_key,payload,schema_version,seq,stream,tags,updated_at,xid}')
 	 FROM got WHERE j->>'kind' = 'entry'"
+
+check "every transaction is begin, its changes, commit (which counts them)" \
+	"SELECT count(*) > 0 AND bool_and(ok) FROM (
+		SELECT (array_agg(j->>'kind' ORDER BY n))[1] = 'begin'
+			AND (array_agg(j->>'kind' ORDER BY n DESC))[1] = 'commit'
+			AND count(*) - 2 = max((j->>'changes')::int)
+			AND max(n) - min(n) + 1 = count(*) AS ok
+		FROM (SELECT n, line::jsonb AS j FROM raw) r
+		WHERE j->'xid' IN (SELECT j->'xid' FROM got)
+		GROUP BY j->'xid') t"
 
 check "received entry ids = committed ids, each once" \
 	"SELECT (SELECT array_agg((j->>'id')::bigint ORDER BY (j->>'id')::bigint)
@@ -292,8 +304,8 @@ check "one trim line, deleted = $trimmed" \
 		AND j->>'stream' = '${TAG}-2')
 	 FROM got WHERE j->>'kind' = 'trim'"
 
-check "no lines for other kinds (annotations are off)" \
-	"SELECT count(*) = 0 FROM raw WHERE line::jsonb->>'kind' NOT IN ('entry', 'trim')"
+check "no lines for other kinds (no tags or annotations were set)" \
+	"SELECT count(*) = 0 FROM raw WHERE line::jsonb->>'kind' NOT IN ('begin', 'entry', 'trim', 'commit')"
 
 # Not a check: show that commit order really differed from id order.
 echo "# $("${PSQL[@]}" -f "$WORK/load.sql" -c "SELECT count(*) FROM (

@@ -63,5 +63,10 @@ SELECT * FROM ledger.health();
 SQL
 
 log "the SQLite export, as the Go ledger library would read it:"
-sqlite3 -header "$WORK/archive.db" "SELECT id, stream, CAST(payload AS TEXT) AS payload, source_id, created_at FROM ledger_entries ORDER BY id"
+. "$SRC/test/lib/ferretdb.sh"
+if CHECK=$(ledger_go_build "$SRC/test/golib" ledger-check 2>/dev/null); then
+	"$CHECK" -sqlite "$WORK/archive.db" -dump
+else
+	sqlite3 -header "$WORK/archive.db" "SELECT id, stream, CAST(payload AS TEXT) AS payload, source_id, created_at FROM ledger_entries ORDER BY id"
+fi
 log "demo done; the throwaway server is removed"

@@ -14,12 +14,8 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 ledger_install_deps || { echo "summary: 0 passed, 1 failed"; exit 1; }
 ledger_build_install "$SRC" || { echo "summary: 0 passed, 1 failed"; exit 1; }
 
-# The MongoDB-wire test server's one dependency (npm bson), before the copy.
-if [ ! -d "$SRC/test/mongo/node_modules" ]; then
-	log "npm ci (test/mongo)"
-	(cd "$SRC/test/mongo" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1) ||
-		echo "npm ci failed: the MongoDB sink tests will fail"
-fi
+# The sink tests build their Go peers (FerretDB, ledger-check) themselves,
+# through the Go module proxy, into the test user's cache (test/lib/ferretdb.sh).
 
 # Tests run as a non-root user on a copy of the tree it may write to.
 WORK=$(mktemp -d /tmp/ledger-tests.XXXXXX)

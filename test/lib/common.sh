@@ -18,8 +18,6 @@ ledger_install_deps() {
 	local pkgs="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib postgresql-$PG_MAJOR-plproxy libbson-dev libmongoc-dev libsqlite3-dev sqlite3 libipc-run-perl python3-psycopg2 make gcc pkg-config"
 	local missing=""
 	local p
-	command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
-	command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
 	for p in $pkgs; do
 		dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
 	done
