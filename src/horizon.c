@@ -28,15 +28,15 @@
  * Prepared transactions would keep their floor after the backend moves on,
  * so PREPARE TRANSACTION after an append is refused.
  *
- * Hot standbys (standby.c) get the horizon from a WAL record the primary
- * logs after each transaction that drew ids.  Its value is computed here:
- * at PRE_COMMIT, while catalog access is still allowed, as min(L + 1, the
- * floors of the other transactions) -- every id below it is settled, or is
- * ours and settled by our commit, whose record precedes the horizon's.  If
- * the transaction aborts instead, the sequence can no longer be read, so
- * the drawn ids that backends published in their slots stand in for L:
- * each one was handed out before it was published, and the same ordering
- * argument as above holds with "the largest drawn id seen" for L.
+ * Hot standbys (standby.c) get the horizon from a WAL record that each
+ * transaction that drew ids logs at PRE_COMMIT.  Its value is computed
+ * here, while catalog access is still allowed, as min(L + 1, the floors of
+ * the other transactions): every id below it is settled, or is ours and
+ * settled by our commit.  If the transaction aborts, one more record goes
+ * after the abort; the sequence can no longer be read then, so the drawn
+ * ids that backends published in their slots stand in for L: each one was
+ * handed out before it was published, and the same ordering argument as
+ * above holds with "the largest drawn id seen" for L.
  *
  *-------------------------------------------------------------------------
  */
@@ -60,8 +60,6 @@
 /* The floor this backend's open transaction published, 0 if none. */
 static int64 xact_floor = 0;
 
-/* The horizon its standby record will carry if it commits, 0 if unknown. */
-static int64 commit_horizon = 0;
 
 static int64 last_value_of(Oid seq);
 
@@ -294,25 +292,24 @@ read_drawn(LedgerProcSlot *slot)
 }
 
 /*
- * PRE_COMMIT of a transaction that drew ids: work out the horizon of its
- * standby record (see the header comment), and publish the sequence's
- * last value as an id drawn in this database.
+ * PRE_COMMIT of a transaction that drew ids: the horizon of its standby
+ * record (see the header comment); false if it drew none, or the extension
+ * went away in this transaction.  Publishes the sequence's last value as an
+ * id drawn in this database.
  */
-void
-ledger_horizon_pre_commit(void)
+bool
+ledger_horizon_pre_commit(int64 *horizon)
 {
 	LedgerProcSlot *slot;
 	LedgerSavedUser saved;
 	Oid			seq;
 	int64		last;
 
-	commit_horizon = 0;
-	if (xact_floor == 0 || ledger_shared == NULL || !XLogStandbyInfoActive())
-		return;
-	/* gone if the transaction dropped the extension after appending */
+	if (xact_floor == 0 || ledger_shared == NULL)
+		return false;
 	seq = id_sequence();
 	if (!OidIsValid(seq))
-		return;
+		return false;
 	/* the committing role need not be allowed to read the sequence */
 	ledger_become_owner(&saved);
 	last = last_value_of(seq);
@@ -328,36 +325,30 @@ ledger_horizon_pre_commit(void)
 	}
 	pg_atomic_write_u64(&slot->drawn, (uint64) last);
 	/* last is read before the floors, as in ledger_horizon() */
-	commit_horizon = Min(last + 1, lowest_other_floor());
+	*horizon = Min(last + 1, lowest_other_floor());
+	return true;
 }
 
 /*
- * After a transaction that drew ids ended and withdrew its floor: the
- * horizon its standby record carries.  Shared memory only, so that it is
- * safe in an aborting transaction.
+ * After a transaction that drew ids aborted and withdrew its floor: the
+ * horizon of its standby record.  Shared memory only, since an aborting
+ * transaction can no longer read the sequence.
  */
 int64
-ledger_horizon_settled(bool committed)
+ledger_horizon_after_abort(void)
 {
-	int64		horizon = commit_horizon;
+	int64		drawn = 0;
+	int			i;
 
-	commit_horizon = 0;
-	if (!committed || horizon == 0)
+	for (i = 0; i < ledger_shared->nslots; i++)
 	{
-		int64		drawn = 0;
-		int			i;
+		int64		id = read_drawn(&ledger_shared->slots[i]);
 
-		for (i = 0; i < ledger_shared->nslots; i++)
-		{
-			int64		id = read_drawn(&ledger_shared->slots[i]);
-
-			if (id > drawn)
-				drawn = id;
-		}
-		/* the drawn ids are read before the floors */
-		horizon = Min(drawn + 1, lowest_other_floor());
+		if (id > drawn)
+			drawn = id;
 	}
-	return horizon;
+	/* the drawn ids are read before the floors */
+	return Min(drawn + 1, lowest_other_floor());
 }
 
 /* PREPARE TRANSACTION would keep the floor published without a backend. */

@@ -176,9 +176,9 @@ extern void ledger_horizon_before_id(void);
 extern int64 ledger_horizon(void);
 extern bool ledger_horizon_oldest(int *pid, TimestampTz *since, int64 *floor_id);
 extern void ledger_horizon_check_prepare(void);
-extern void ledger_horizon_pre_commit(void);
+extern bool ledger_horizon_pre_commit(int64 *horizon);
 extern bool ledger_horizon_release(void);
-extern int64 ledger_horizon_settled(bool committed);
+extern int64 ledger_horizon_after_abort(void);
 
 /* wait.c: blocking reads woken on commit */
 extern void ledger_wait_note_append(int32 stream_id);
@@ -197,7 +197,13 @@ extern void ledger_wait_wake_replayed(Oid dboid, const int32 *streams, int nstre
 
 /* standby.c: the horizon on hot standbys, through ledger's WAL records */
 extern void ledger_standby_init(void);
-extern void ledger_standby_xact_end(bool committed);
+extern void ledger_standby_pre_commit(void);
+extern void ledger_standby_abort(void);
+extern void ledger_standby_wait_begin(void);
+#define LEDGER_STANDBY_SLEEP		0
+#define LEDGER_STANDBY_NAP			1
+#define LEDGER_STANDBY_LOOK_AGAIN	2
+extern int	ledger_standby_wait_hint(void);
 extern int64 ledger_standby_horizon(void);
 extern bool ledger_standby_status(int64 *horizon, XLogRecPtr *lsn, TimestampTz *primary_at,
 								  TimestampTz *replayed_at);

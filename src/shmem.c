@@ -72,6 +72,7 @@ ledger_shmem_startup(void)
 			db->lsn = InvalidXLogRecPtr;
 			db->primary_at = 0;
 			db->replayed_at = 0;
+			db->npending = 0;
 		}
 		ledger_shared->nslots = slot_count();
 		pg_atomic_init_u32(&ledger_shared->nwaiters, 0);

@@ -22,8 +22,8 @@
  * Standby horizons (standby.c): one LedgerStandbyDb per database whose
  * horizon records a hot standby has replayed.  Only the startup process
  * writes them: it claims an entry by setting dboid (once), raises horizon
- * (an atomic, read without a lock) and updates the times under the
- * entry's spinlock, which readers take to copy them.
+ * (an atomic, read without a lock) and updates the times and the pending
+ * horizons under the entry's spinlock, which readers take to copy them.
  *
  * Worker registry: one LedgerDbWorker per database that wants a background
  * worker, protected by the LWLock "ledger registry" (LW_EXCLUSIVE to change
@@ -35,6 +35,7 @@
 #ifndef LEDGER_SHMEM_H
 #define LEDGER_SHMEM_H
 
+#include "access/transam.h"
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "port/atomics.h"
@@ -63,15 +64,26 @@ typedef struct LedgerProcSlot
 
 /* At most this many databases have a horizon on a hot standby. */
 #define LEDGER_MAX_STANDBY_DBS 64
+/* Horizons replayed before their transaction's commit, per database. */
+#define LEDGER_STANDBY_PENDING 128
+
+typedef struct LedgerStandbyPending
+{
+	TransactionId xid;			/* the primary transaction it waits for */
+	int64		horizon;		/* holds once xid is no longer in progress */
+	TimestampTz replayed_at;
+} LedgerStandbyPending;
 
 typedef struct LedgerStandbyDb
 {
 	pg_atomic_uint32 dboid;		/* 0 = free; set once */
 	pg_atomic_uint64 horizon;	/* ids below it are settled and replayed */
 	slock_t		mutex;			/* protects the fields below */
-	XLogRecPtr	lsn;			/* end of the record that set horizon */
+	XLogRecPtr	lsn;			/* end of the last record replayed */
 	TimestampTz primary_at;		/* when the primary logged it */
 	TimestampTz replayed_at;	/* when this standby replayed it */
+	int			npending;
+	LedgerStandbyPending pending[LEDGER_STANDBY_PENDING];
 } LedgerStandbyDb;
 
 /* At most this many databases get a background worker. */

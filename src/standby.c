@@ -8,35 +8,41 @@
  * A hot standby replays the primary's commits but not its floors, and the
  * sequence it replays runs ahead of the ids handed out (sequences log 32
  * values in advance), so it cannot compute a horizon of its own.  Instead
- * the primary logs a horizon record after every transaction that drew ids
- * ends: (database, horizon H, time, streams appended to).  horizon.c works
- * out H so that every id below it is settled on the primary and belongs to
- * a transaction whose commit or abort record precedes this record in WAL.
- * Replay is in WAL order, so when the startup process replays the record,
- * all those commits are replayed and visible to new snapshots; it raises
- * the database's standby horizon to H (never lowers it) and wakes the
- * read(wait) waiters of the streams and, if H moved, the read_all waiters.
- * On the standby, read_all uses that horizon and takes its snapshot after
- * reading it, exactly as on the primary.  After promotion the server is no
- * longer in recovery and the primary's floors take over.
+ * the primary logs a horizon record in every transaction that drew ids,
+ * at PRE_COMMIT, just before its commit record: (database, horizon H, time,
+ * streams appended to), with the transaction's xid in the record header.
+ * horizon.c computes H so that every id below it is settled on the primary
+ * -- its transaction's commit or abort record lies earlier in WAL -- or is
+ * one of this transaction's own.  So H holds on the standby as soon as
+ * this transaction's commit (or abort) is replayed too.  Being before the
+ * commit record, the record is flushed and sent with it: no second flush.
+ * A transaction that aborts after drawing ids logs one more record after
+ * its abort record, so that the horizon moves on without waiting for the
+ * next append.
  *
- * The record follows the commit record, so the commit's flush does not
- * carry it, and a walsender sends only flushed WAL.  A synchronous commit
- * therefore flushes its record too while a walsender is connected, so that
- * the standby learns of the commit at once (the price of standbys, measured
- * in docs/standby.md); otherwise -- no walsender, or an asynchronous commit
- * -- the WAL writer flushes it with its next round, as it would the commit
- * itself.  Nothing is logged below wal_level = replica.
+ * On the standby the startup process replays the record: if the
+ * transaction is still in progress (its commit comes next), H is kept as
+ * pending on that xid; otherwise it raises the database's standby horizon
+ * (never lowers it).  Each replay also settles the pending horizons whose
+ * transactions are done.  read_all uses the largest settled horizon,
+ * counting the pending ones whose transactions readers find done, and
+ * takes its snapshot after that, as on the primary.  The replay wakes the
+ * read(wait) waiters of the record's streams and the read_all waiters;
+ * since the commit is replayed a moment later, a woken waiter that finds a
+ * recent pending horizon re-checks every millisecond until it settles
+ * (ledger_standby_settling()).  After promotion the server is out of
+ * recovery and its own floors take over.  Nothing is logged below
+ * wal_level = replica.
  *
  * The standby horizons live in shared memory (shmem.h), written only by
  * the startup process, which also saves them, at most once a second and
  * when it exits, to the file pg_ledger_standby_horizons in the data
- * directory, each with the position of its record.  A restarted standby has none in memory until the
- * primary's next record; until then a backend reads the file and uses a
- * saved horizon once replay has passed its record again (on the same
- * timeline), so a restart does not stall read_all on an idle primary.
- * A standby must preload ledger: replaying these records needs the
- * resource manager.
+ * directory, each with the position of its record.  A restarted standby
+ * has none in memory until the primary's next record; until then a backend
+ * reads the file and uses a saved horizon once replay has passed its record
+ * again (on the same timeline), so a restart does not stall read_all on an
+ * idle primary.  A standby must preload ledger: replaying these records
+ * needs the resource manager.
  *
  *-------------------------------------------------------------------------
  */
@@ -49,8 +55,7 @@
 #include "access/xlogreader.h"
 #include "access/xlogrecovery.h"
 #include "miscadmin.h"
-#include "replication/walsender.h"
-#include "replication/walsender_private.h"
+#include "storage/procarray.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/spin.h"
@@ -92,59 +97,47 @@ typedef struct SavedHorizon
 static TimestampTz last_saved_at = 0;
 static bool save_at_exit = false;
 
-/* Does any walsender run (a standby, or a logical consumer, may wait)? */
-static bool
-walsender_connected(void)
-{
-	int			i;
-
-	if (WalSndCtl == NULL)
-		return false;
-	for (i = 0; i < max_wal_senders; i++)
-	{
-		WalSnd	   *walsnd = &WalSndCtl->walsnds[i];
-		pid_t		pid;
-
-		SpinLockAcquire(&walsnd->mutex);
-		pid = walsnd->pid;
-		SpinLockRelease(&walsnd->mutex);
-		if (pid != 0)
-			return true;
-	}
-	return false;
-}
-
-/*
- * Log the horizon record of a transaction that drew ids and has just ended
- * (xact.c, after its commit or abort record).  A committed one lists the
- * streams it appended to, for the standby's read(wait) waiters.
- */
-void
-ledger_standby_xact_end(bool committed)
+static XLogRecPtr
+log_horizon(int64 horizon, const int32 *streams, int nstreams)
 {
 	xl_ledger_horizon rec;
-	const int32 *streams = NULL;
-	int			nstreams = 0;
-	XLogRecPtr	lsn;
 
-	if (ledger_shared == NULL || !XLogStandbyInfoActive())
-		return;
-	if (committed)
-		nstreams = ledger_wait_noted_streams(&streams);
 	rec.dboid = MyDatabaseId;
 	rec.nstreams = nstreams;
-	rec.horizon = ledger_horizon_settled(committed);
+	rec.horizon = horizon;
 	rec.logged_at = GetCurrentTimestamp();
 	XLogBeginInsert();
 	XLogRegisterData((char *) &rec, SizeOfLedgerHorizon);
 	if (nstreams > 0)
 		XLogRegisterData((char *) streams, nstreams * sizeof(int32));
-	lsn = XLogInsert(LEDGER_RMGR_ID, XLOG_LEDGER_HORIZON);
+	return XLogInsert(LEDGER_RMGR_ID, XLOG_LEDGER_HORIZON);
+}
 
-	if (synchronous_commit > SYNCHRONOUS_COMMIT_OFF && walsender_connected())
-		XLogFlush(lsn);
-	else
-		XLogSetAsyncXactLSN(lsn);
+/* xact.c, PRE_COMMIT: the record of a transaction that drew ids. */
+void
+ledger_standby_pre_commit(void)
+{
+	int64		horizon;
+	const int32 *streams;
+	int			nstreams;
+
+	if (ledger_shared == NULL || !XLogStandbyInfoActive() ||
+		!ledger_horizon_pre_commit(&horizon))
+		return;
+	nstreams = ledger_wait_noted_streams(&streams);
+	(void) log_horizon(horizon, streams, nstreams);
+}
+
+/*
+ * xact.c, after the abort of a transaction that drew ids: its withdrawn
+ * floor lets the horizon move.  Flushed by the WAL writer, as the abort.
+ */
+void
+ledger_standby_abort(void)
+{
+	if (ledger_shared == NULL || !XLogStandbyInfoActive())
+		return;
+	XLogSetAsyncXactLSN(log_horizon(ledger_horizon_after_abort(), NULL, 0));
 }
 
 /* This database's entry, NULL if the standby has none; claim one if asked. */
@@ -264,6 +257,19 @@ saved_horizon(Oid dboid, XLogRecPtr *lsn)
 	return horizon;
 }
 
+/* A copy of a database's pending horizons, taken under its spinlock. */
+static int
+copy_pending(LedgerStandbyDb *db, LedgerStandbyPending *out)
+{
+	int			n;
+
+	SpinLockAcquire(&db->mutex);
+	n = db->npending;
+	memcpy(out, db->pending, n * sizeof(LedgerStandbyPending));
+	SpinLockRelease(&db->mutex);
+	return n;
+}
+
 /*
  * read_all's horizon on a hot standby: ids below it are settled on the
  * primary and replayed here.  1 (nothing) until a record has been replayed.
@@ -272,12 +278,101 @@ int64
 ledger_standby_horizon(void)
 {
 	LedgerStandbyDb *db = standby_db(MyDatabaseId, false);
-	XLogRecPtr	lsn;
-	int64		horizon = db ? (int64) pg_atomic_read_u64(&db->horizon) : saved_horizon(MyDatabaseId, &lsn);
+	int64		horizon;
 
+	if (db == NULL)
+	{
+		XLogRecPtr	lsn;
+
+		horizon = saved_horizon(MyDatabaseId, &lsn);
+	}
+	else
+	{
+		LedgerStandbyPending pending[LEDGER_STANDBY_PENDING];
+		int			n;
+		int			i;
+
+		/*
+		 * Settled first, then the pending ones: an entry the startup process
+		 * settles in between is missed, which only holds read_all back.
+		 */
+		horizon = (int64) pg_atomic_read_u64(&db->horizon);
+		pg_read_barrier();
+		n = copy_pending(db, pending);
+		for (i = 0; i < n; i++)
+			if (pending[i].horizon > horizon && !TransactionIdIsInProgress(pending[i].xid))
+				horizon = pending[i].horizon;
+	}
 	/* the snapshot read_all takes next must see what the horizon admits */
 	pg_memory_barrier();
 	return Max(horizon, 1);
+}
+
+/*
+ * Waits on a standby.  The replay of a record wakes waiters a moment before
+ * the commit it belongs to is replayed, so a woken waiter may look too
+ * early.  These remember, per waiting backend, which pending transactions
+ * it saw in progress and when it last looked.
+ */
+static TransactionId watched[LEDGER_STANDBY_PENDING];
+static int	nwatched = 0;
+static TimestampTz last_look = 0;
+
+/* wait.c: a waiter registered; its first look follows. */
+void
+ledger_standby_wait_begin(void)
+{
+	nwatched = 0;
+	last_look = GetCurrentTimestamp();
+}
+
+/*
+ * wait.c, before a waiter sleeps on a standby: LEDGER_STANDBY_LOOK_AGAIN if
+ * a pending transaction it may have looked too early for is done (a
+ * watched one, or one replayed since its last look), LEDGER_STANDBY_NAP if
+ * one replayed in the last second is still in progress (its commit is on
+ * the way: look again in a millisecond), else LEDGER_STANDBY_SLEEP.
+ */
+int
+ledger_standby_wait_hint(void)
+{
+	LedgerStandbyDb *db = standby_db(MyDatabaseId, false);
+	LedgerStandbyPending pending[LEDGER_STANDBY_PENDING];
+	TransactionId in_progress[LEDGER_STANDBY_PENDING];
+	int			nin_progress = 0;
+	bool		look_again = false;
+	TimestampTz now = GetCurrentTimestamp();
+	int			n;
+	int			i,
+				j;
+
+	if (db == NULL)
+		return LEDGER_STANDBY_SLEEP;
+	n = copy_pending(db, pending);
+	for (i = 0; i < n; i++)
+	{
+		if (TransactionIdIsInProgress(pending[i].xid))
+		{
+			if (!TimestampDifferenceExceeds(pending[i].replayed_at, now, 1000))
+				in_progress[nin_progress++] = pending[i].xid;
+		}
+		else if (pending[i].replayed_at >= last_look)
+			look_again = true;
+	}
+	for (i = 0; i < nwatched && !look_again; i++)
+	{
+		bool		still = false;
+
+		for (j = 0; j < nin_progress && !still; j++)
+			still = TransactionIdEquals(watched[i], in_progress[j]);
+		look_again = !still;
+	}
+	memcpy(watched, in_progress, nin_progress * sizeof(TransactionId));
+	nwatched = nin_progress;
+	last_look = now;
+	if (look_again)
+		return LEDGER_STANDBY_LOOK_AGAIN;
+	return nin_progress > 0 ? LEDGER_STANDBY_NAP : LEDGER_STANDBY_SLEEP;
 }
 
 /*
@@ -297,22 +392,39 @@ ledger_standby_status(int64 *horizon, XLogRecPtr *lsn, TimestampTz *primary_at,
 		*primary_at = *replayed_at = 0;
 		return *horizon != 0;
 	}
-	*horizon = (int64) pg_atomic_read_u64(&db->horizon);
+	*horizon = ledger_standby_horizon();
 	SpinLockAcquire(&db->mutex);
 	*lsn = db->lsn;
 	*primary_at = db->primary_at;
 	*replayed_at = db->replayed_at;
 	SpinLockRelease(&db->mutex);
-	return *horizon != 0;
+	return *horizon > 1;
+}
+
+/* Startup process: raise a database's settled horizon. */
+static bool
+settle(LedgerStandbyDb *db, int64 horizon)
+{
+	if ((uint64) horizon <= pg_atomic_read_u64(&db->horizon))
+		return false;
+	pg_atomic_write_u64(&db->horizon, (uint64) horizon);
+	return true;
 }
 
 static void
 ledger_rmgr_redo(XLogReaderState *record)
 {
 	uint8		info = XLogRecGetInfo(record) & ~XLR_INFO_MASK;
+	TransactionId xid = XLogRecGetXid(record);
 	xl_ledger_horizon *rec;
 	LedgerStandbyDb *db;
+	LedgerStandbyPending pending[LEDGER_STANDBY_PENDING];
+	int			npending;
+	int			kept = 0;
+	bool		settled_some = false;
 	bool		moved = false;
+	TimestampTz now = GetCurrentTimestamp();
+	int			i;
 
 	if (info != XLOG_LEDGER_HORIZON)
 		elog(PANIC, "ledger_rmgr_redo: unknown op code %u", info);
@@ -325,19 +437,46 @@ ledger_rmgr_redo(XLogReaderState *record)
 		elog(DEBUG1, "ledger: no standby horizon entry left for database %u", rec->dboid);
 		return;
 	}
-	if ((uint64) rec->horizon > pg_atomic_read_u64(&db->horizon))
+
+	/* settle what was pending on transactions that are done by now */
+	npending = copy_pending(db, pending);
+	for (i = 0; i < npending; i++)
 	{
-		pg_atomic_write_u64(&db->horizon, (uint64) rec->horizon);
-		moved = true;
+		if (TransactionIdIsInProgress(pending[i].xid))
+			pending[kept++] = pending[i];
+		else
+			settled_some |= settle(db, pending[i].horizon);
 	}
+	/* this record's horizon holds once its transaction's commit is replayed */
+	if (TransactionIdIsValid(xid) && TransactionIdIsInProgress(xid))
+	{
+		if (kept == LEDGER_STANDBY_PENDING)
+		{
+			/* no room: forget the oldest, which only holds read_all back */
+			memmove(pending, pending + 1, (kept - 1) * sizeof(LedgerStandbyPending));
+			kept--;
+		}
+		pending[kept].xid = xid;
+		pending[kept].horizon = rec->horizon;
+		pending[kept].replayed_at = now;
+		kept++;
+		moved = true;			/* it will have, in a moment */
+	}
+	else
+		moved = settle(db, rec->horizon);
+
 	SpinLockAcquire(&db->mutex);
+	memcpy(db->pending, pending, kept * sizeof(LedgerStandbyPending));
+	db->npending = kept;
 	db->lsn = record->EndRecPtr;
 	db->primary_at = rec->logged_at;
-	db->replayed_at = GetCurrentTimestamp();
+	db->replayed_at = now;
 	SpinLockRelease(&db->mutex);
 
-	/* the horizon before the wake-up, so that a woken read_all finds it moved */
+	/* the horizon before the wake-ups, so that a woken read_all finds it moved */
 	pg_memory_barrier();
+	if (settled_some)
+		ledger_wait_wake_replayed(rec->dboid, NULL, -1, true);
 	ledger_wait_wake_replayed(rec->dboid, rec->streams, rec->nstreams, moved);
 
 	if (!save_at_exit)
@@ -345,10 +484,10 @@ ledger_rmgr_redo(XLogReaderState *record)
 		before_shmem_exit(save_horizons_at_exit, (Datum) 0);
 		save_at_exit = true;
 	}
-	if (moved && TimestampDifferenceExceeds(last_saved_at, GetCurrentTimestamp(), 1000))
+	if ((moved || settled_some) && TimestampDifferenceExceeds(last_saved_at, now, 1000))
 	{
 		save_horizons();
-		last_saved_at = GetCurrentTimestamp();
+		last_saved_at = now;
 	}
 }
 

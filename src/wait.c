@@ -27,13 +27,16 @@
  *
  * On a hot standby the primary's committers are not here: the startup
  * process wakes the waiters when it replays the horizon record that the
- * primary logs after each such commit (standby.c), which lies after the
- * commit record, so again the woken reader's snapshot sees the commit.
+ * primary logs just before each such commit (standby.c).  That is a moment
+ * early, so a waiter that finds a transaction of a recent record still in
+ * progress naps for a millisecond instead of sleeping, and looks again once
+ * it is done.
  *
  *-------------------------------------------------------------------------
  */
 #include "ledger.h"
 
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
@@ -120,6 +123,8 @@ ledger_wait_register(int32 stream_id)
 	slot->wait_dboid = MyDatabaseId;
 	slot->wait_pid = MyProcPid;
 	slot->wait_stream = stream_id;
+	if (RecoveryInProgress())
+		ledger_standby_wait_begin();
 	pg_write_barrier();
 	if (pg_atomic_exchange_u32(&slot->waiting, 1) == 0)
 		pg_atomic_fetch_add_u32(&ledger_shared->nwaiters, 1);
@@ -164,6 +169,21 @@ ledger_wait_sleep(TimestampTz deadline)
 	timeout_ms = TimestampDifferenceMilliseconds(now, deadline);
 	if (timeout_ms <= 0)
 		timeout_ms = 1;
+	if (RecoveryInProgress() && ledger_shared != NULL)
+	{
+		/* see standby.c: a record replayed just before its commit */
+		switch (ledger_standby_wait_hint())
+		{
+			case LEDGER_STANDBY_LOOK_AGAIN:
+				CHECK_FOR_INTERRUPTS();
+				return true;
+			case LEDGER_STANDBY_NAP:
+				timeout_ms = 1;
+				break;
+			default:
+				break;
+		}
+	}
 
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					 timeout_ms, PG_WAIT_EXTENSION);

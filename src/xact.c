@@ -5,11 +5,10 @@
  *		the end of a transaction reaches the other parts:
  *
  *		PRE_PREPARE:	horizon refuses to prepare a transaction holding a floor
- *		PRE_COMMIT:		horizon works out the horizon for standbys
- *		COMMIT:			guard closes; horizon withdraws the floor; standby
- *						logs the horizon record; wait wakes the waiters of
- *						what committed; launcher acts on a worker request
- *						made by the transaction
+ *		PRE_COMMIT:		standby logs the horizon record for hot standbys
+ *		COMMIT:			guard closes; horizon withdraws the floor; wait wakes
+ *						the waiters of what committed; launcher acts on a
+ *						worker request made by the transaction
  *		ABORT:			guard closes; wait drops the registration; horizon
  *						withdraws the floor; standby logs the horizon
  *						record; wait wakes read_all waiters if it moved;
@@ -40,14 +39,12 @@ ledger_xact_callback(XactEvent event, void *arg)
 			ledger_horizon_check_prepare();
 			break;
 		case XACT_EVENT_PRE_COMMIT:
-			ledger_horizon_pre_commit();
+			ledger_standby_pre_commit();
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			ledger_entries_writable(false);
 			horizon_moved = ledger_horizon_release();
-			if (horizon_moved)
-				ledger_standby_xact_end(true);
 			ledger_wait_xact_commit(horizon_moved);
 			ledger_launcher_xact_commit();
 			break;
@@ -56,7 +53,7 @@ ledger_xact_callback(XactEvent event, void *arg)
 			ledger_entries_writable(false);
 			horizon_moved = ledger_horizon_release();
 			if (horizon_moved)
-				ledger_standby_xact_end(false);
+				ledger_standby_abort();
 			ledger_wait_xact_abort(true, horizon_moved);
 			ledger_launcher_xact_abort();
 			break;
