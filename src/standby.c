@@ -30,7 +30,7 @@
  * read(wait) waiters of the record's streams and the read_all waiters;
  * since the commit is replayed a moment later, a woken waiter that finds a
  * recent pending horizon re-checks every millisecond until it settles
- * (ledger_standby_settling()).  After promotion the server is out of
+ * (ledger_standby_wait_hint()).  After promotion the server is out of
  * recovery and its own floors take over.  Nothing is logged below
  * wal_level = replica.
  *
