@@ -28,9 +28,10 @@
  * counting the pending ones whose transactions readers find done, and
  * takes its snapshot after that, as on the primary.  The replay wakes the
  * read(wait) waiters of the record's streams and the read_all waiters;
- * since the commit is replayed a moment later, a woken waiter that finds a
- * recent pending horizon re-checks every millisecond until it settles
- * (ledger_standby_wait_hint()).  After promotion the server is out of
+ * since the commit is replayed a moment later, a woken waiter whose attempt
+ * saw a recent pending transaction in progress naps a millisecond at a
+ * time and looks again once it is done (ledger_standby_wait_hint()).
+ * After promotion the server is out of
  * recovery and its own floors take over.  Nothing is logged below
  * wal_level = replica.
  *
@@ -309,70 +310,60 @@ ledger_standby_horizon(void)
 }
 
 /*
- * Waits on a standby.  The replay of a record wakes waiters a moment before
- * the commit it belongs to is replayed, so a woken waiter may look too
- * early.  These remember, per waiting backend, which pending transactions
- * it saw in progress and when it last looked.
+ * Waits on a standby.  The replay of a record wakes its waiters a moment
+ * before the commit it belongs to is replayed, so a woken waiter may look
+ * too early.  So each attempt of a waiting read notes, before it takes its
+ * snapshot, the pending transactions of records replayed in the last
+ * second that are still in progress; when it is about to sleep and one of
+ * them is done, what its snapshot missed may be there now: it looks again;
+ * while one is still in progress it naps for a millisecond.  A transaction
+ * done before the attempt noted anything is in its snapshot; a record
+ * replayed after it sets the waiter's latch.
  */
-static TransactionId watched[LEDGER_STANDBY_PENDING];
-static int	nwatched = 0;
-static TimestampTz last_look = 0;
+static TransactionId noted[LEDGER_STANDBY_PENDING];
+static int	nnoted = 0;
 
-/* wait.c: a waiter registered; its first look follows. */
+/* wait.c: an attempt of a waiting read registered; its snapshot follows. */
 void
 ledger_standby_wait_begin(void)
 {
-	nwatched = 0;
-	last_look = GetCurrentTimestamp();
+	LedgerStandbyDb *db = standby_db(MyDatabaseId, false);
+	LedgerStandbyPending pending[LEDGER_STANDBY_PENDING];
+	TimestampTz now = GetCurrentTimestamp();
+	int			n;
+	int			i;
+
+	nnoted = 0;
+	if (db == NULL)
+		return;
+	n = copy_pending(db, pending);
+	for (i = 0; i < n; i++)
+		if (!TimestampDifferenceExceeds(pending[i].replayed_at, now, 1000) &&
+			TransactionIdIsInProgress(pending[i].xid))
+			noted[nnoted++] = pending[i].xid;
 }
 
 /*
  * wait.c, before a waiter sleeps on a standby: LEDGER_STANDBY_LOOK_AGAIN if
- * a pending transaction it may have looked too early for is done (a
- * watched one, or one replayed since its last look), LEDGER_STANDBY_NAP if
- * one replayed in the last second is still in progress (its commit is on
- * the way: look again in a millisecond), else LEDGER_STANDBY_SLEEP.
+ * a transaction its last attempt noted is done now, LEDGER_STANDBY_NAP if
+ * one is still in progress, else LEDGER_STANDBY_SLEEP.
  */
 int
 ledger_standby_wait_hint(void)
 {
-	LedgerStandbyDb *db = standby_db(MyDatabaseId, false);
-	LedgerStandbyPending pending[LEDGER_STANDBY_PENDING];
-	TransactionId in_progress[LEDGER_STANDBY_PENDING];
-	int			nin_progress = 0;
-	bool		look_again = false;
-	TimestampTz now = GetCurrentTimestamp();
-	int			n;
-	int			i,
-				j;
+	bool		in_progress = false;
+	int			i;
 
-	if (db == NULL)
-		return LEDGER_STANDBY_SLEEP;
-	n = copy_pending(db, pending);
-	for (i = 0; i < n; i++)
+	for (i = 0; i < nnoted; i++)
 	{
-		if (TransactionIdIsInProgress(pending[i].xid))
+		if (!TransactionIdIsInProgress(noted[i]))
 		{
-			if (!TimestampDifferenceExceeds(pending[i].replayed_at, now, 1000))
-				in_progress[nin_progress++] = pending[i].xid;
+			nnoted = 0;
+			return LEDGER_STANDBY_LOOK_AGAIN;
 		}
-		else if (pending[i].replayed_at >= last_look)
-			look_again = true;
+		in_progress = true;
 	}
-	for (i = 0; i < nwatched && !look_again; i++)
-	{
-		bool		still = false;
-
-		for (j = 0; j < nin_progress && !still; j++)
-			still = TransactionIdEquals(watched[i], in_progress[j]);
-		look_again = !still;
-	}
-	memcpy(watched, in_progress, nin_progress * sizeof(TransactionId));
-	nwatched = nin_progress;
-	last_look = now;
-	if (look_again)
-		return LEDGER_STANDBY_LOOK_AGAIN;
-	return nin_progress > 0 ? LEDGER_STANDBY_NAP : LEDGER_STANDBY_SLEEP;
+	return in_progress ? LEDGER_STANDBY_NAP : LEDGER_STANDBY_SLEEP;
 }
 
 /*

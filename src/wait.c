@@ -176,7 +176,7 @@ ledger_wait_sleep(TimestampTz deadline)
 		{
 			case LEDGER_STANDBY_LOOK_AGAIN:
 				CHECK_FOR_INTERRUPTS();
-				return true;
+				return true;	/* a fresh attempt, without sleeping */
 			case LEDGER_STANDBY_NAP:
 				timeout_ms = 1;
 				break;

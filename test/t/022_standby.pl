@@ -190,7 +190,23 @@ my @expected = split /\n/, $primary->safe_psql('postgres', "SELECT id FROM ledge
 my %count;
 $count{$_}++ for @seen;
 is(scalar(grep { $count{$_} > 1 } keys %count), 0, 'the standby consumer saw no id twice');
-is(join(',', @seen), join(',', @expected), 'and every id the primary holds, in order (' . scalar(@expected) . ' ids)');
+is(join(',', @seen), join(',', @expected), 'and every id the primary holds, in order (' . scalar(@expected) . ' ids)')
+  or do
+{
+	# what the consumer missed, to tell a skip from a harness problem
+	my %got = map { $_ => 1 } @seen;
+	my @missing = grep { !$got{$_} } @expected;
+	diag('missing: ' . $primary->safe_psql('postgres',
+		'SELECT string_agg(e.id || \' \' || s.name || \' xmin \' || e.xmin, \', \' ORDER BY e.id)'
+		. ' FROM ledger.entries e JOIN ledger.streams s USING (stream_id) WHERE e.id = ANY (ARRAY['
+		. join(',', @missing[0 .. ($#missing < 19 ? $#missing : 19)]) . ']::bigint[])'))
+	  if @missing;
+	my ($wal) = run_command([ 'pg_waldump', '-p', $primary->data_dir . '/pg_wal', '-r', 'custom197',
+		$primary->safe_psql('postgres', q{SELECT pg_walfile_name(pg_current_wal_lsn())}) ]);
+	my @lines = split /\n/, ($wal // '');
+	splice(@lines, 0, @lines - 40) if @lines > 40;
+	diag("horizon records (last 40):\n" . join("\n", @lines));
+};
 $consumer->quit;
 
 # --- promotion ---------------------------------------------------------------
