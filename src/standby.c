@@ -56,6 +56,7 @@
 #include "access/xlogreader.h"
 #include "access/xlogrecovery.h"
 #include "miscadmin.h"
+#include "access/transam.h"
 #include "storage/procarray.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
@@ -70,14 +71,18 @@
  * server cannot load two extensions that use the same id.
  */
 #define LEDGER_RMGR_ID			197
+/* Before the commit record: holds once xid's commit or abort is replayed. */
 #define XLOG_LEDGER_HORIZON		0x00
+/* After an abort record: holds at once. */
+#define XLOG_LEDGER_HORIZON_DONE	0x10
 
 typedef struct xl_ledger_horizon
 {
-	Oid			dboid;
-	int32		nstreams;		/* -1: too many to list, wake every stream */
 	int64		horizon;
 	TimestampTz logged_at;
+	TransactionId xid;			/* the transaction it belongs to */
+	Oid			dboid;
+	int32		nstreams;		/* -1: too many to list, wake every stream */
 	int32		streams[FLEXIBLE_ARRAY_MEMBER];
 } xl_ledger_horizon;
 
@@ -99,10 +104,11 @@ static TimestampTz last_saved_at = 0;
 static bool save_at_exit = false;
 
 static XLogRecPtr
-log_horizon(int64 horizon, const int32 *streams, int nstreams)
+log_horizon(uint8 info, int64 horizon, const int32 *streams, int nstreams)
 {
 	xl_ledger_horizon rec;
 
+	rec.xid = GetTopTransactionIdIfAny();
 	rec.dboid = MyDatabaseId;
 	rec.nstreams = nstreams;
 	rec.horizon = horizon;
@@ -111,7 +117,7 @@ log_horizon(int64 horizon, const int32 *streams, int nstreams)
 	XLogRegisterData((char *) &rec, SizeOfLedgerHorizon);
 	if (nstreams > 0)
 		XLogRegisterData((char *) streams, nstreams * sizeof(int32));
-	return XLogInsert(LEDGER_RMGR_ID, XLOG_LEDGER_HORIZON);
+	return XLogInsert(LEDGER_RMGR_ID, info);
 }
 
 /* xact.c, PRE_COMMIT: the record of a transaction that drew ids. */
@@ -126,7 +132,7 @@ ledger_standby_pre_commit(void)
 		!ledger_horizon_pre_commit(&horizon))
 		return;
 	nstreams = ledger_wait_noted_streams(&streams);
-	(void) log_horizon(horizon, streams, nstreams);
+	(void) log_horizon(XLOG_LEDGER_HORIZON, horizon, streams, nstreams);
 }
 
 /*
@@ -138,7 +144,7 @@ ledger_standby_abort(void)
 {
 	if (ledger_shared == NULL || !XLogStandbyInfoActive())
 		return;
-	XLogSetAsyncXactLSN(log_horizon(ledger_horizon_after_abort(), NULL, 0));
+	XLogSetAsyncXactLSN(log_horizon(XLOG_LEDGER_HORIZON_DONE, ledger_horizon_after_abort(), NULL, 0));
 }
 
 /* This database's entry, NULL if the standby has none; claim one if asked. */
@@ -258,6 +264,22 @@ saved_horizon(Oid dboid, XLogRecPtr *lsn)
 	return horizon;
 }
 
+/*
+ * Has the standby replayed the end of this primary transaction, and do new
+ * snapshots see it?  Its commit or abort must be in pg_xact (set by their
+ * redo) and it must be gone from the running transactions (removed right
+ * after).  A transaction that never ended (the primary crashed) never
+ * qualifies; the startup process drops its record after a minute.
+ */
+static bool
+xact_replayed(TransactionId xid)
+{
+	if (!TransactionIdIsValid(xid))
+		return true;
+	return (TransactionIdDidCommit(xid) || TransactionIdDidAbort(xid)) &&
+		!TransactionIdIsInProgress(xid);
+}
+
 /* A copy of a database's pending horizons, taken under its spinlock. */
 static int
 copy_pending(LedgerStandbyDb *db, LedgerStandbyPending *out)
@@ -301,7 +323,7 @@ ledger_standby_horizon(void)
 		pg_read_barrier();
 		n = copy_pending(db, pending);
 		for (i = 0; i < n; i++)
-			if (pending[i].horizon > horizon && !TransactionIdIsInProgress(pending[i].xid))
+			if (pending[i].horizon > horizon && xact_replayed(pending[i].xid))
 				horizon = pending[i].horizon;
 	}
 	/* the snapshot read_all takes next must see what the horizon admits */
@@ -339,7 +361,7 @@ ledger_standby_wait_begin(void)
 	n = copy_pending(db, pending);
 	for (i = 0; i < n; i++)
 		if (!TimestampDifferenceExceeds(pending[i].replayed_at, now, 1000) &&
-			TransactionIdIsInProgress(pending[i].xid))
+			!xact_replayed(pending[i].xid))
 			noted[nnoted++] = pending[i].xid;
 }
 
@@ -356,7 +378,7 @@ ledger_standby_wait_hint(void)
 
 	for (i = 0; i < nnoted; i++)
 	{
-		if (!TransactionIdIsInProgress(noted[i]))
+		if (xact_replayed(noted[i]))
 		{
 			nnoted = 0;
 			return LEDGER_STANDBY_LOOK_AGAIN;
@@ -406,7 +428,6 @@ static void
 ledger_rmgr_redo(XLogReaderState *record)
 {
 	uint8		info = XLogRecGetInfo(record) & ~XLR_INFO_MASK;
-	TransactionId xid = XLogRecGetXid(record);
 	xl_ledger_horizon *rec;
 	LedgerStandbyDb *db;
 	LedgerStandbyPending pending[LEDGER_STANDBY_PENDING];
@@ -417,7 +438,7 @@ ledger_rmgr_redo(XLogReaderState *record)
 	TimestampTz now = GetCurrentTimestamp();
 	int			i;
 
-	if (info != XLOG_LEDGER_HORIZON)
+	if (info != XLOG_LEDGER_HORIZON && info != XLOG_LEDGER_HORIZON_DONE)
 		elog(PANIC, "ledger_rmgr_redo: unknown op code %u", info);
 	rec = (xl_ledger_horizon *) XLogRecGetData(record);
 
@@ -433,13 +454,19 @@ ledger_rmgr_redo(XLogReaderState *record)
 	npending = copy_pending(db, pending);
 	for (i = 0; i < npending; i++)
 	{
-		if (TransactionIdIsInProgress(pending[i].xid))
+		if (TimestampDifferenceExceeds(pending[i].replayed_at, now, 60 * 1000))
+			continue;			/* its commit never came: the primary crashed */
+		if (!xact_replayed(pending[i].xid))
 			pending[kept++] = pending[i];
 		else
 			settled_some |= settle(db, pending[i].horizon);
 	}
-	/* this record's horizon holds once its transaction's commit is replayed */
-	if (TransactionIdIsValid(xid) && TransactionIdIsInProgress(xid))
+	/*
+	 * A record logged before its commit holds once that is replayed (the
+	 * commit record is next, so always pending here); one logged after an
+	 * abort holds now.
+	 */
+	if (info == XLOG_LEDGER_HORIZON && TransactionIdIsValid(rec->xid))
 	{
 		if (kept == LEDGER_STANDBY_PENDING)
 		{
@@ -447,7 +474,7 @@ ledger_rmgr_redo(XLogReaderState *record)
 			memmove(pending, pending + 1, (kept - 1) * sizeof(LedgerStandbyPending));
 			kept--;
 		}
-		pending[kept].xid = xid;
+		pending[kept].xid = rec->xid;
 		pending[kept].horizon = rec->horizon;
 		pending[kept].replayed_at = now;
 		kept++;
@@ -487,12 +514,12 @@ ledger_rmgr_desc(StringInfo buf, XLogReaderState *record)
 {
 	uint8		info = XLogRecGetInfo(record) & ~XLR_INFO_MASK;
 
-	if (info == XLOG_LEDGER_HORIZON)
+	if (info == XLOG_LEDGER_HORIZON || info == XLOG_LEDGER_HORIZON_DONE)
 	{
 		xl_ledger_horizon *rec = (xl_ledger_horizon *) XLogRecGetData(record);
 
-		appendStringInfo(buf, "db %u horizon " INT64_FORMAT " streams %d at %s",
-						 rec->dboid, rec->horizon, rec->nstreams,
+		appendStringInfo(buf, "xid %u db %u horizon " INT64_FORMAT " streams %d at %s",
+						 rec->xid, rec->dboid, rec->horizon, rec->nstreams,
 						 timestamptz_to_str(rec->logged_at));
 	}
 }
@@ -500,8 +527,13 @@ ledger_rmgr_desc(StringInfo buf, XLogReaderState *record)
 static const char *
 ledger_rmgr_identify(uint8 info)
 {
-	if ((info & ~XLR_INFO_MASK) == XLOG_LEDGER_HORIZON)
-		return "HORIZON";
+	switch (info & ~XLR_INFO_MASK)
+	{
+		case XLOG_LEDGER_HORIZON:
+			return "HORIZON";
+		case XLOG_LEDGER_HORIZON_DONE:
+			return "HORIZON_DONE";
+	}
 	return NULL;
 }
 
