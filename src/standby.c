@@ -49,6 +49,7 @@
  */
 #include "ledger.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
@@ -56,10 +57,9 @@
 #include "access/xlogreader.h"
 #include "access/xlogrecovery.h"
 #include "miscadmin.h"
-#include "access/transam.h"
-#include "storage/procarray.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
+#include "storage/procarray.h"
 #include "storage/spin.h"
 #include "utils/timestamp.h"
 
@@ -88,7 +88,7 @@ typedef struct xl_ledger_horizon
 
 #define SizeOfLedgerHorizon offsetof(xl_ledger_horizon, streams)
 
-/* The startup process's copy of the standby horizons, and its entries. */
+/* The file a standby saves its horizons in (see the header), and its entries. */
 #define LEDGER_STANDBY_FILE "pg_ledger_standby_horizons"
 
 typedef struct SavedHorizon
