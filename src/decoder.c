@@ -13,7 +13,7 @@
  * transaction are written together, in the order the changes were made.
  * Nothing is written for rolled-back (sub)transactions, for ledger's
  * bookkeeping tables, for the row DELETEs a trim does, or for relations
- * outside schema "ledger".  docs/decoding.md has the format with examples;
+ * outside schema "ledger".  README.md (Logical decoding) has the format with examples;
  * in short (format version 2, the default):
  *
  *	begin	 {"kind":"begin","xid":N,"lsn":L,"commit_time":T}
