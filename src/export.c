@@ -549,9 +549,12 @@ fetch_batch(void *arg)
 
 	/*
 	 * A bounded window of ids per batch, so that a batch costs the same
-	 * whatever plan the statistics of a freshly loaded table suggest.
+	 * whatever plan the statistics of a freshly loaded table suggest.  It
+	 * counts ids handed out, not id values: on a node (ledger.set_node) ids
+	 * stride by 2^node_bits.
 	 */
-	window_end = Min(step->horizon - 1, from + (int64) ledger_export_batch * 4);
+	window_end = Min(step->horizon - 1,
+					 from + (int64) ledger_export_batch * 4 * ledger_id_increment());
 	if (entries_plan == NULL)
 	{
 		Oid			types[4] = {INT8OID, INT8OID, TEXTOID, INT8OID};
@@ -643,6 +646,10 @@ fetch_batch(void *arg)
 		step->rows[step->nrows++] = *next;
 	}
 	step->scanned_to = scanned_to;
+	ereport(DEBUG2,
+			(errmsg_internal("ledger sink \"%s\": batch of %d items, ids %lld to %lld",
+							 step->sink->name, step->nrows, (long long) from,
+							 (long long) scanned_to)));
 	return true;
 }
 

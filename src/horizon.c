@@ -42,13 +42,16 @@
  */
 #include "ledger.h"
 
+#include "access/htup_details.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_sequence.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
@@ -81,6 +84,30 @@ sequence_last_value(void)
 	if (!OidIsValid(seq))
 		elog(ERROR, "ledger: sequence ledger.entries_id_seq is missing");
 	return last_value_of(seq);
+}
+
+/*
+ * How far apart consecutive ids are: 1, or 2^node_bits after
+ * ledger.set_node().  Scans that bound a batch by a range of ids (the
+ * export's window) scale it by this, so a batch still holds as many entries
+ * on a node whose ids stride by 1024.
+ */
+int64
+ledger_id_increment(void)
+{
+	Oid			seq = id_sequence();
+	HeapTuple	tuple;
+	int64		increment = 1;
+
+	if (!OidIsValid(seq))
+		return 1;
+	tuple = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seq));
+	if (HeapTupleIsValid(tuple))
+	{
+		increment = Max(((Form_pg_sequence) GETSTRUCT(tuple))->seqincrement, 1);
+		ReleaseSysCache(tuple);
+	}
+	return increment;
 }
 
 static int64

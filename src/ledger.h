@@ -174,6 +174,7 @@ extern bool ledger_launcher_worker_leave(void);
 /* horizon.c: the commit-order horizon */
 extern void ledger_horizon_before_id(void);
 extern int64 ledger_horizon(void);
+extern int64 ledger_id_increment(void);
 extern bool ledger_horizon_oldest(int *pid, TimestampTz *since, int64 *floor_id);
 extern void ledger_horizon_check_prepare(void);
 extern bool ledger_horizon_pre_commit(int64 *horizon);
