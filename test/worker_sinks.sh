@@ -445,7 +445,12 @@ q "DROP ROLE ledger_wt_admin; DROP ROLE ledger_wt_deputy; DROP ROLE ledger_wt_wr
 q "SELECT ledger.drop_sink(name) FROM ledger.sinks" >/dev/null
 poll "with the last sink gone, the change log is empty" "SELECT count(*) FROM ledger.changes" "0"
 q "SELECT ledger.set_retention('ret-x', NULL, NULL)" >/dev/null
-poll "with nothing left to do the worker leaves" "$WORKERS" "0" 30
+poll "with nothing left to do the worker leaves" "$WORKERS" "0" 30 || {
+	echo "#   what the worker still had: settings, sinks, its activity"
+	q "SELECT pattern, max_entries, max_age FROM ledger.stream_settings WHERE max_entries IS NOT NULL OR max_age IS NOT NULL" | sed 's/^/#     /'
+	q "SELECT name, state FROM ledger.sinks" | sed 's/^/#     /'
+	q "SELECT pid, state, wait_event, backend_start FROM pg_stat_activity WHERE backend_type = 'ledger worker'" | sed 's/^/#     /'
+}
 expect "an idle database can be dropped without FORCE" \
 	"$(psql -X -q -At -d postgres -c "DROP DATABASE $DB" 2>&1 && echo dropped)" "dropped"
 
