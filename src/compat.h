@@ -13,12 +13,14 @@
 #include "postgres.h"
 
 #include "access/xlogdefs.h"
+#include "catalog/pg_proc.h"
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "replication/message.h"
 #include "replication/reorderbuffer.h"
 #include "storage/proc.h"
+#include "utils/acl.h"
 
 /* This backend's index into ProcGlobal->allProcs (and into our slots). */
 static inline int
@@ -67,6 +69,17 @@ ledger_change_old_tuple(ReorderBufferChange *change)
 	return change->data.tp.oldtuple;
 #else
 	return change->data.tp.oldtuple ? &change->data.tp.oldtuple->tuple : NULL;
+#endif
+}
+
+/* May this role execute this function? (16 folded pg_proc_aclcheck into object_aclcheck) */
+static inline AclResult
+ledger_proc_aclcheck(Oid fn, Oid roleid, AclMode mode)
+{
+#if PG_VERSION_NUM >= 160000
+	return object_aclcheck(ProcedureRelationId, fn, roleid, mode);
+#else
+	return pg_proc_aclcheck(fn, roleid, mode);
 #endif
 }
 

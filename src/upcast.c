@@ -34,6 +34,8 @@
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 
+#include "compat.h"
+
 PG_FUNCTION_INFO_V1(ledger_set_schema_version);
 PG_FUNCTION_INFO_V1(ledger_register_upcaster);
 PG_FUNCTION_INFO_V1(ledger_register_upcaster_fn);
@@ -607,7 +609,7 @@ apply_function(LedgerUpcastPlan *up, UpcastStep *step, Jsonb *payload, int64 ent
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("upcaster function of stream \"%s\" from version %d no longer exists",
 						up->shown, step->from_version)));
-	if (pg_proc_aclcheck(step->fn, step->registrant, ACL_EXECUTE) != ACLCHECK_OK)
+	if (ledger_proc_aclcheck(step->fn, step->registrant, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for upcaster function %s", format_procedure(step->fn)),
@@ -893,7 +895,7 @@ ledger_register_upcaster_fn(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("upcaster function %s is in a temporary schema", format_procedure(fn)),
 				 errdetail("Upcasters outlive the session that registers them and run in other sessions.")));
-	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+	if (ledger_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for function %s", format_procedure(fn)),
