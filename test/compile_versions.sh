@@ -7,11 +7,12 @@
 #   bash test/compile_versions.sh PATH [PATH...]
 #
 # PATH is either
-#   - a PostgreSQL source tree, configured and with its generated headers:
+#   - a PostgreSQL source tree (git archive REL_17_STABLE of postgres/postgres,
+#     or a release tarball); unless it is configured already, the script runs
 #       ./configure --without-readline --without-zlib --without-icu --without-llvm
 #       make -C src/backend generated-headers
-#     (src/include then has pg_config.h, fmgroids.h, errcodes.h, nodetags.h,
-#     catalog/*_d.h; 17's also utils/wait_event_types.h), or
+#     in it (src/include then has pg_config.h, fmgroids.h, errcodes.h,
+#     nodetags.h, catalog/*_d.h; 17's also utils/wait_event_types.h), or
 #   - an installed server include directory (pg_config --includedir-server),
 #     e.g. one unpacked from a postgresql-server-dev-NN package with dpkg -x.
 #
@@ -25,7 +26,7 @@ set -uo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 
 if [ $# -eq 0 ]; then
-	sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 fi
 
@@ -43,6 +44,15 @@ DEPS=$(pkg-config --cflags libmongoc-1.0 sqlite3) || exit 1
 status=0
 for tree in "$@"; do
 	tree=$(cd "$tree" && pwd) || { status=1; continue; }
+	# An unconfigured source tree: configure it and generate its headers (no
+	# server build; bison and flex are not needed for these).
+	if [ -x "$tree/configure" ] && [ ! -f "$tree/src/include/pg_config.h" ]; then
+		echo "configuring $tree (log: $tree/compile_versions.log)"
+		(cd "$tree" &&
+			./configure --without-readline --without-zlib --without-icu --without-llvm &&
+			make -C src/backend generated-headers) >"$tree/compile_versions.log" 2>&1 ||
+			{ echo "$tree: configure or generated-headers failed, see $tree/compile_versions.log" >&2; exit 1; }
+	fi
 	if [ -f "$tree/src/include/pg_config.h" ]; then
 		INC="-I$tree/src/include -I$tree/src/interfaces/libpq"
 		for h in utils/fmgroids.h utils/errcodes.h catalog/pg_proc_d.h; do
