@@ -199,10 +199,14 @@ if (defined $m{cancel_ms}) {
 
 print $md "\n## Memory: one read of $m{mem_n} entries (work_mem $m{work_mem}), peak RSS of the backend\n\n";
 if (defined $m{mem_ledger_vmhwm} || defined $m{mem_plain_vmhwm}) {
-	print $md "| query | VmHWM before (kB) | VmHWM after (kB) | time (ms) |\n|---|---|---|---|\n";
-	print $md "| `ledger.read('big', \"limit\" => $m{mem_n})` | " . ($m{mem_ledger_vmhwm_start} // 'NA') . ' | ' . ($m{mem_ledger_vmhwm} // 'NA') . ' | ' . ($m{mem_ledger_ms} // 'NA') . " |\n";
-	print $md "| `SELECT * FROM bench.plain WHERE stream = 'big' ORDER BY id LIMIT $m{mem_n}` | " . ($m{mem_plain_vmhwm_start} // 'NA') . ' | ' . ($m{mem_plain_vmhwm} // 'NA') . ' | ' . ($m{mem_plain_ms} // 'NA') . " |\n";
-	print $md "\nRows streamed to the client with COPY (…) TO STDOUT. VmHWM includes the shared_buffers pages the backend touched.\n";
+	print $md "| query | VmHWM before (kB) | VmHWM after (kB) | RssShmem after (kB) | private peak ≈ (kB) | time (ms) |\n|---|---|---|---|---|---|\n";
+	for my $side (qw(ledger plain)) {
+		my $label = $side eq 'ledger' ? "`ledger.read('big', \"limit\" => $m{mem_n})`"
+			: "`SELECT * FROM bench.plain WHERE stream = 'big' ORDER BY id LIMIT $m{mem_n}`";
+		print $md "| $label | " . join(' | ', map { $m{"mem_${side}_$_"} // 'NA' } qw(vmhwm_start vmhwm rssshmem private_peak ms)) . " |\n";
+	}
+	print $md "\nRows streamed to the client with COPY (…) TO STDOUT. VmHWM includes the shared_buffers pages the backend touched "
+		. "(they stay mapped, RssShmem); private peak = VmHWM − RssShmem − RssFile after the query.\n";
 } else {
 	print $md "not measured (see problems)\n";
 }

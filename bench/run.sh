@@ -2,7 +2,7 @@
 # bench/run.sh — ledger against plain PostgreSQL, in one throwaway cluster, back
 # to back, so every figure is also a ratio measured in the same run.
 #
-#   bash bench/run.sh            full run (10 s per pgbench run, 1,000,000-entry stream, ~20 min)
+#   bash bench/run.sh            full run (10 s per pgbench run, 1,000,000-entry stream, ~16 min)
 #   bash bench/run.sh --quick    smoke test (3 s per run, 100,000-entry stream)
 #
 # Installs what it needs (as root), builds and installs the extension, starts a
@@ -427,7 +427,10 @@ q -c "DROP TABLE bench.probe_batch" >/dev/null
 # figure before the read.
 [ "$MEM_N" -gt "$BIG_N" ] && MEM_N=$BIG_N
 log "memory probe: read $MEM_N entries in one call (work_mem $(q -c 'SHOW work_mem'))"
-HWM_SQL="SELECT (regexp_match(pg_read_file('/proc/' || pg_backend_pid() || '/status'), 'VmHWM:\\s+(\\d+)'))[1]"
+# VmHWM counts the shared_buffers pages the backend touched, which stay mapped:
+# private peak ~ VmHWM - RssShmem - RssFile (read after the query).
+HWM_SQL="SELECT (regexp_match(st, 'VmHWM:\\s+(\\d+)'))[1], (regexp_match(st, 'RssShmem:\\s+(\\d+)'))[1],
+	(regexp_match(st, 'RssFile:\\s+(\\d+)'))[1] FROM pg_read_file('/proc/' || pg_backend_pid() || '/status') st"
 for side in ledger plain; do
 	if [ $side = ledger ]; then
 		sel="SELECT * FROM ledger.read('big', \"limit\" => $MEM_N)"
@@ -447,11 +450,16 @@ EOF
 		problem "memory probe ($side): $(head -2 "$WORK/mem.err" | tr '\n' ' ')"
 		continue
 	fi
-	hwm0=$(sed -n 1p "$WORK/mem.out"); hwm1=$(tail -1 "$WORK/mem.out")
+	hwm0=$(sed -n 1p "$WORK/mem.out" | cut -d'|' -f1)
+	IFS='|' read -r hwm1 shm1 file1 < <(tail -1 "$WORK/mem.out")
+	priv=$((hwm1 - shm1 - file1))
 	ms=$(grep -m1 -oP '^Time: \K[0-9.]+' "$WORK/mem.out")
-	printf '    %-7s VmHWM %s kB before, %s kB after; %s ms\n' "$side" "$hwm0" "$hwm1" "${ms:-NA}"
+	printf '    %-7s VmHWM %s kB before, %s kB after (RssShmem %s, RssFile %s: private peak ~%s kB); %s ms\n' \
+		"$side" "$hwm0" "$hwm1" "$shm1" "$file1" "$priv" "${ms:-NA}"
 	metric "mem_${side}_vmhwm_start" "$hwm0" kB
 	metric "mem_${side}_vmhwm" "$hwm1" kB
+	metric "mem_${side}_rssshmem" "$shm1" kB
+	metric "mem_${side}_private_peak" "$priv" kB
 	metric "mem_${side}_ms" "${ms:-NA}" ms
 done
 metric mem_n "$MEM_N" entries
