@@ -47,8 +47,7 @@ sub f0 { my $x = shift; return defined $x ? sprintf('%.0f', $x) : 'NA'; }
 # ---------------------------------------------------------------- ratios
 # ratio = this row's tps / its reference's tps (same workload, sync, clients);
 # scale rows: latency at the big stream / latency at the small one.
-my %ref = (W1 => 'plain', W2 => 'messagedb', W3 => 'plain', W4 => 'plain', W4rows => 'plain',
-	horizon => 'plain_nopreload');
+my %ref = (W1 => 'plain', W2 => 'plain', W3 => 'plain', W4 => 'plain', horizon => 'plain_nopreload');
 for my $r (@rows) {
 	if ($r->{wl} eq 'scale') {
 		if ($r->{var} =~ /^(\w+)_big$/) {
@@ -81,65 +80,38 @@ for my $r (@rows, @derived) {
 }
 close $csv;
 
-# ---------------------------------------------------------------- checks
-my (@checks, @chart);
-sub check {
-	my ($name, $sync, $cl, $ledger, $base, $ratio, $op, $target) = @_;
-	my $status = 'info';
-	if (defined $target) {
-		$status = !defined $ratio ? 'NO DATA'
-			: ($op eq '>=' ? $ratio >= $target : $ratio <= $target) ? 'met' : '**not met**';
-		push @chart, [ "$name" . ($sync ? " $sync" : '') . ($cl ? " c$cl" : ''), $ratio // 0, $target ];
-	}
-	push @checks, [ $name, $sync // '', $cl // '', $ledger, $base, f2($ratio),
-		defined $target ? "$op $target" : '—', $status ];
+# ---------------------------------------------------------------- the table
+# One row per workload and sync_commit; columns ledger / pgq / message-db as
+# ratios to plain in the same run; the target applies to the ledger column.
+my (@table, @chart);
+sub cell { my ($wl, $var, $sync, $cl) = @_; my $r = find($wl, $var, $sync, $cl); return $r ? $r->{ratio} : undef; }
+sub trow {
+	my ($label, $sync, $wl, $cl, $lvar, $target, $others) = @_;
+	my $p = find($wl, 'plain', $sync, $cl);
+	my $l = cell($wl, $lvar, $sync, $cl);
+	my @o = map { $others ? f2(cell($wl, $_, $sync, $cl)) : '–' } qw(pgq messagedb);
+	$o[0] = '–' if $wl eq 'W4';
+	my $status = !defined $target ? '' : !defined $l ? 'NO DATA' : $l >= $target ? 'met' : '**not met**';
+	push @chart, [ "$wl" . ($lvar =~ /jsonb/ ? ' jsonb' : '') . " $sync c$cl", $l // 0, $target ] if defined $target;
+	push @table, [ $label, $sync, f0($p && $p->{tps}), f2($l), @o, defined $target ? ">= $target" . ($wl eq 'W2' ? ' (stretch)' : '') : '—', $status ];
 }
-for my $sync (qw(off on)) {
-	for my $cl (1, 2, 4) {
-		my $l = find('W1', 'ledger', $sync, $cl);
-		my $p = find('W1', 'plain', $sync, $cl);
-		check('W1 append vs bare INSERT', $sync, $cl, f0($l && $l->{tps}) . ' tps', f0($p && $p->{tps}) . ' tps',
-			$l && $l->{ratio}, '>=', $sync eq 'off' ? 0.85 : 0.95);
-	}
+for my $sync (qw(on off)) {
+	trow('W1 one append per txn, 1 client', $sync, 'W1', 1, 'ledger', 0.95, 1);
 }
-for my $sync (qw(off on)) {
-	my $l = find('W2', 'ledger', $sync, 4);
-	my $md = find('W2', 'messagedb', $sync, 4);
-	my $p = find('W2', 'plain', $sync, 4);
-	check('W2 hot stream vs message-db', $sync, 4, f0($l && $l->{tps}) . ' tps', f0($md && $md->{tps}) . ' tps',
-		$l && $l->{ratio}, '>=', 1.5);
-	check('W2 hot stream vs bare INSERT', $sync, 4, f0($l && $l->{tps}) . ' tps', f0($p && $p->{tps}) . ' tps',
-		div($l && $l->{tps}, $p && $p->{tps}), undef, undef);
+for my $sync (qw(on off)) {
+	trow('W1 one append per txn, 4 clients', $sync, 'W1', 4, 'ledger', 0.95, 1);
 }
-for my $sync (qw(off on)) {
-	my $p = find('W3', 'plain', $sync, 2);
-	for my $form (qw(jsonb composite)) {
-		my $l = find('W3', "ledger_$form", $sync, 2);
-		check("W3 append_batch($form) x100 vs multi-row INSERT", $sync, 2, f0($l && $l->{tps}) . ' tps',
-			f0($p && $p->{tps}) . ' tps', $l && $l->{ratio}, '>=', 0.8);
-	}
+for my $sync (qw(on off)) {
+	trow('W2 4 clients, one hot stream', $sync, 'W2', 4, 'ledger', $sync eq 'on' ? 0.8 : undef, 1);
 }
-{
-	my $l = find('W4', 'ledger', 'on', 2);
-	my $p = find('W4', 'plain', 'on', 2);
-	check('W4 read 100 after pos vs keyset SELECT', '', 2, f0($l && $l->{tps}) . ' tps', f0($p && $p->{tps}) . ' tps',
-		$l && $l->{ratio}, '>=', 0.9);
-	$l = find('W4rows', 'ledger', 'on', 2);
-	$p = find('W4rows', 'plain', 'on', 2);
-	check('W4 same, rows sent to the client', '', 2, f0($l && $l->{tps}) . ' tps', f0($p && $p->{tps}) . ' tps',
-		$l && $l->{ratio}, undef, undef);
+for my $sync (qw(on off)) {
+	trow('W3 100 entries per call, 2 clients (append_batch, composite array)', $sync, 'W3', 2, 'ledger', 1.0, 1);
 }
-{
-	my $lb = $m{storage_ledger_bytes_per_entry};
-	my $pb = $m{storage_plain_bytes_per_entry};
-	check('storage bytes/entry vs plain table', '', '', defined $lb ? "$lb B" : 'NA', defined $pb ? "$pb B" : 'NA',
-		div($lb, $pb), '<=', 1.3);
+for my $sync (qw(on off)) {
+	trow('W3 same, jsonb form of append_batch', $sync, 'W3', 2, 'ledger_jsonb', 0.9, 0);
 }
-for my $sync (qw(off on)) {
-	my ($d) = grep { $_->{sync} eq $sync } @derived;
-	my $nop = find('horizon', 'ledger_nopreload', $sync, 4);
-	check('W1 c4 with horizon (preload) vs without', $sync, 4, f0($d && $d->{tps}) . ' tps',
-		f0($nop && $nop->{tps}) . ' tps', $d && $d->{ratio}, undef, undef);
+for my $sync (qw(on off)) {
+	trow('W4 read 100 rows after a random position, rows sent, 2 clients', $sync, 'W4', 2, 'ledger', 0.9, 1);
 }
 
 # scaling table
@@ -198,13 +170,58 @@ print $md "Machine: $m{nproc} cores ($m{cpu_model}), $m{memory_total} GiB RAM; $
 	. "pg_test_fsync -s 1, fdatasync one 8kB write: " . ($m{pg_test_fsync_fdatasync} || 'NA') . " ops/sec.  \n";
 print $md "Run: $mode, $m{duration_per_run} s per pgbench run (-M prepared), 'big' stream of $big entries, "
 	. "fsync on, total runtime $m{runtime_seconds} s.  \n";
-print $md "Ratios are ledger / baseline throughput measured back to back in the same cluster.\n\n";
-print $md "| check | sync_commit | clients | ledger | baseline | ratio | target | status |\n";
+print $md "Each cell: throughput / plain's throughput in the same run (plain = bench.plain, the same columns and indexes as a ledger entry; "
+	. "W3 plain = one 100-row INSERT … VALUES; W4 plain = the keyset SELECT). '–' = no equivalent. Target on the ledger column.\n\n";
+print $md "| workload | sync_commit | plain tps | ledger | pgq | message-db | target | status |\n";
 print $md "|---|---|---|---|---|---|---|---|\n";
-print $md '| ' . join(' | ', @$_) . " |\n" for @checks;
-my $met = grep { $_->[7] eq 'met' } @checks;
-my $targets = grep { $_->[6] ne '—' } @checks;
+print $md '| ' . join(' | ', @$_) . " |\n" for @table;
+my $met = grep { $_->[-1] eq 'met' } @table;
+my $targets = grep { $_->[-2] ne '—' } @table;
 print $md "\n$met of $targets targets met.\n";
+
+print $md "\n## Batch dedup and cancel (append_batch, jsonb form, wall time of the call)\n\n";
+my @sizes = sort { $a <=> $b } map { /^dedup_distinct_(\d+)$/ ? $1 : () } keys %m;
+if (@sizes) {
+	print $md "| entries | distinct dedup keys (ms) | half duplicates (ms) |\n|---|---|---|\n";
+	print $md "| $_ | " . ($m{"dedup_distinct_$_"} // 'NA') . ' | ' . ($m{"dedup_halfdup_$_"} // 'NA') . " |\n" for @sizes;
+	if (@sizes >= 2) {
+		my ($s0, $s1) = ($sizes[0], $sizes[-1]);
+		my $t0 = $m{"dedup_distinct_$s0"}; my $t1 = $m{"dedup_distinct_$s1"};
+		if (defined $t0 && defined $t1 && $t0 =~ /^\d/ && $t1 =~ /^\d/ && $t0 > 0) {
+			printf $md "\n%s→%s entries: time ×%.1f for ×%.0f entries (linear: ×%.0f, quadratic: ×%.0f).\n",
+				$s0, $s1, $t1 / $t0, $s1 / $s0, $s1 / $s0, ($s1 / $s0) ** 2;
+		}
+	}
+}
+if (defined $m{cancel_ms}) {
+	print $md "\nCancel: `statement_timeout = 1s` on the $m{cancel_n}-entry batch returned after $m{cancel_ms} ms ($m{cancel_error}).\n";
+}
+
+print $md "\n## Memory: one read of $m{mem_n} entries (work_mem $m{work_mem}), peak RSS of the backend\n\n";
+if (defined $m{mem_ledger_vmhwm} || defined $m{mem_plain_vmhwm}) {
+	print $md "| query | VmHWM before (kB) | VmHWM after (kB) | RssShmem after (kB) | private peak ≈ (kB) | time (ms) |\n|---|---|---|---|---|---|\n";
+	for my $side (qw(ledger plain)) {
+		my $label = $side eq 'ledger' ? "`ledger.read('big', \"limit\" => $m{mem_n})`"
+			: "`SELECT * FROM bench.plain WHERE stream = 'big' ORDER BY id LIMIT $m{mem_n}`";
+		print $md "| $label | " . join(' | ', map { $m{"mem_${side}_$_"} // 'NA' } qw(vmhwm_start vmhwm rssshmem private_peak ms)) . " |\n";
+	}
+	print $md "\nRows streamed to the client with COPY (…) TO STDOUT. VmHWM includes the shared_buffers pages the backend touched "
+		. "(they stay mapped, RssShmem); private peak = VmHWM − RssShmem − RssFile after the query.\n";
+} else {
+	print $md "not measured (see problems)\n";
+}
+
+print $md "\n## Read cost against database size (bench/read_cost.sh)\n\n";
+if (open my $rc, '<', "$dir/read_cost/summary.md") {
+	local $/; my $t = <$rc>; close $rc;
+	$t =~ s/^#\s.*\n+//;
+	print $md $t, "\n";
+} elsif (open $rc, '<', "$dir/read_cost.log") {
+	my $first = <$rc> // ''; close $rc; chomp $first;
+	print $md ($first =~ /not present/ ? "read_cost.sh not present\n" : "no summary written; see read_cost.log\n");
+} else {
+	print $md "not run\n";
+}
 
 print $md "\n## Cost against stream size (1 client, pgbench latency average)\n\n";
 print $md "| call | small stream | latency small (ms) | latency at $big entries (ms) | big / small |\n|---|---|---|---|---|\n";
@@ -226,6 +243,7 @@ if (@wake) {
 }
 
 print $md "\n## Other figures\n\n";
+print $md "- storage ratio ledger/plain: " . f2(div($m{storage_ledger_bytes_per_entry}, $m{storage_plain_bytes_per_entry})) . " (target ≤ 1.3)\n";
 print $md "- storage after loading the same $m{storage_entries} entries: ledger $m{storage_ledger_bytes_per_entry} B/entry "
 	. "(entries + indexes + TOAST + streams), plain table $m{storage_plain_bytes_per_entry} B/entry\n";
 print $md "- load: ledger.append_batch (10,000 per call) $m{load_ledger_entries_per_s} entries/s, "
@@ -238,8 +256,8 @@ for my $sync (qw(off on)) {
 	print $md "- horizon, sync $sync, 4 clients: ledger/plain " . f2($a) . " preloaded vs " . f2($b)
 		. " without preload (each in its own cluster) → the horizon costs " . f0(100 * (1 - (div($a, $b) // 1))) . "% of append throughput\n";
 }
-print $md "- all measurements: results.csv (ratio = tps / the workload's reference: W1, W3, W4 plain; "
-	. "W2 messagedb; horizon plain_nopreload; scale rows: latency big / small)\n";
+print $md "- all measurements: results.csv (ratio = tps / the workload's reference: W1-W4 plain; "
+	. "horizon plain_nopreload; scale rows: latency big / small)\n";
 
 print $md "\n## Problems\n\n";
 if (@problems) { print $md "- $_\n" for @problems; } else { print $md "none\n"; }

@@ -2,36 +2,46 @@
 # bench/run.sh — ledger against plain PostgreSQL, in one throwaway cluster, back
 # to back, so every figure is also a ratio measured in the same run.
 #
-#   bash bench/run.sh            full run (15 s per pgbench run, 1,000,000-entry stream)
+#   bash bench/run.sh            full run (10 s per pgbench run, 1,000,000-entry stream, ~16 min)
 #   bash bench/run.sh --quick    smoke test (3 s per run, 100,000-entry stream)
 #
 # Installs what it needs (as root), builds and installs the extension, starts a
-# preloaded PostgreSQL 15 cluster, runs the workloads described in
-# bench/README.md, then a second cluster without shared_preload_libraries, and
-# writes bench/results/<timestamp>/{results.csv,metrics.csv,summary.md,chart.png}.
-# Tunables (environment): BENCH_DURATION, BENCH_LAT_DURATION, BENCH_BIG_N,
-# BENCH_W5_DURATION, BENCH_WAKE_N, BENCH_W5_RATE.
+# preloaded PostgreSQL 15 cluster, runs W1-W4 for ledger, a plain table, pgq and
+# message-db's design, the batch-dedup, cancel and memory probes, W5, then
+# bench/read_cost.sh if present, then a second cluster without
+# shared_preload_libraries, and writes
+# bench/results/<timestamp>/{results.csv,metrics.csv,summary.md,chart.png}.
+# PG_CONFIG names the PostgreSQL installation to build against and run (as in
+# test/lib/common.sh).  Tunables (environment): BENCH_DURATION,
+# BENCH_LAT_DURATION, BENCH_BIG_N, BENCH_W5_DURATION, BENCH_WAKE_N,
+# BENCH_W5_RATE, BENCH_BATCH_SIZES, BENCH_MEM_N.
 set -uo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$SRC/bench
 . "$SRC/test/lib/common.sh"
+# psql, pgbench, pg_test_fsync and make all use the PG_CONFIG installation
+export PATH="$PGBIN:$PATH"
+[ -n "${PG_CONFIG:-}" ] && export PG_CONFIG
 
 QUICK=0
 for arg in "$@"; do
 	case $arg in
 		--quick) QUICK=1 ;;
-		-h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+		-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
 		*) echo "unknown argument: $arg (try --quick)" >&2; exit 2 ;;
 	esac
 done
 if [ $QUICK = 1 ]; then
 	DUR=${BENCH_DURATION:-3}; LAT_DUR=${BENCH_LAT_DURATION:-2}; BIG_N=${BENCH_BIG_N:-100000}
 	W5_DUR=${BENCH_W5_DURATION:-4}; WAKE_N=${BENCH_WAKE_N:-30}
+	BATCH_SIZES=${BENCH_BATCH_SIZES:-"1000 4000 8000"}
 else
-	DUR=${BENCH_DURATION:-15}; LAT_DUR=${BENCH_LAT_DURATION:-5}; BIG_N=${BENCH_BIG_N:-1000000}
-	W5_DUR=${BENCH_W5_DURATION:-15}; WAKE_N=${BENCH_WAKE_N:-200}
+	DUR=${BENCH_DURATION:-10}; LAT_DUR=${BENCH_LAT_DURATION:-4}; BIG_N=${BENCH_BIG_N:-1000000}
+	W5_DUR=${BENCH_W5_DURATION:-10}; WAKE_N=${BENCH_WAKE_N:-200}
+	BATCH_SIZES=${BENCH_BATCH_SIZES:-"10000 40000 80000"}
 fi
+MEM_N=${BENCH_MEM_N:-$BIG_N}	# entries read by the memory probe (at most BIG_N)
 W5_RATE=${BENCH_W5_RATE:-500}
 CHUNK=10000		# entries per append_batch call while loading
 
@@ -57,6 +67,7 @@ ledger_install_deps || exit 1
 bench_pkgs=""
 command -v gnuplot >/dev/null 2>&1 || bench_pkgs="$bench_pkgs gnuplot-nox"
 perl -MDBD::Pg -e1 2>/dev/null || bench_pkgs="$bench_pkgs libdbd-pg-perl"
+dpkg -s "postgresql-$PG_MAJOR-pgq3" >/dev/null 2>&1 || bench_pkgs="$bench_pkgs postgresql-$PG_MAJOR-pgq3"
 if [ -n "$bench_pkgs" ]; then
 	if [ "$(id -u)" = 0 ]; then
 		log "installing:$bench_pkgs"
@@ -68,6 +79,23 @@ if [ -n "$bench_pkgs" ]; then
 	fi
 fi
 HAVE_DBD=0; perl -MDBD::Pg -e1 2>/dev/null && HAVE_DBD=1
+# pgq: Debian installs it into the system server's directories; a PG_CONFIG
+# installation elsewhere (e.g. a relocated copy) gets the same files copied in.
+HAVE_PGQ=0
+PG_SHAREDIR=$("$PGBIN/pg_config" --sharedir)
+PG_PKGLIBDIR=$("$PGBIN/pg_config" --pkglibdir)
+if [ ! -f "$PG_SHAREDIR/extension/pgq.control" ] && dpkg -s "postgresql-$PG_MAJOR-pgq3" >/dev/null 2>&1; then
+	while read -r f; do
+		[ -f "$f" ] || continue
+		case $f in
+			/usr/share/postgresql/$PG_MAJOR/*) dst=$PG_SHAREDIR/${f#/usr/share/postgresql/$PG_MAJOR/} ;;
+			/usr/lib/postgresql/$PG_MAJOR/lib/*) dst=$PG_PKGLIBDIR/${f#/usr/lib/postgresql/$PG_MAJOR/lib/} ;;
+			*) continue ;;
+		esac
+		mkdir -p "$(dirname "$dst")" && cp -p "$f" "$dst"
+	done < <(dpkg -L "postgresql-$PG_MAJOR-pgq3")
+fi
+[ -f "$PG_SHAREDIR/extension/pgq.control" ] && HAVE_PGQ=1
 ledger_build_install "$SRC" || { echo "build failed" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------
@@ -163,6 +191,13 @@ log "starting the preloaded cluster"
 C1=$WORK/c1
 start_cluster "$C1" "$WORK/ledger.conf" || exit 1
 log "payload: $(q -c "SELECT octet_length(bench.payload(123456)::text)") bytes of JSON text"
+if [ $HAVE_PGQ = 1 ]; then
+	# one queue per workload; no ticker runs, so events stay in the queue's current table
+	q -c "CREATE EXTENSION pgq" -c "SELECT pgq.create_queue(x) FROM unnest(ARRAY['w1', 'w2', 'w3']) x" >/dev/null \
+		|| { problem "CREATE EXTENSION pgq failed"; HAVE_PGQ=0; }
+else
+	problem "pgq skipped: postgresql-$PG_MAJOR-pgq3 is not installed for $PGBIN"
+fi
 
 # --- load: BIG_N entries in 'big', 1,000 in 'k1', 10 in 's10', same in bench.plain
 log "loading $BIG_N entries into ledger stream 'big' and bench.plain"
@@ -204,40 +239,36 @@ q -c "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespac
 	WHERE n.nspname IN ('ledger', 'bench') AND c.relkind IN ('r', 'i', 't') AND pg_relation_size(c.oid) > 0 ORDER BY 1" \
 	> "$OUT/storage_relations.txt"
 
-# --- W4: reads
-log "W4: read 100 after a random position"
+# --- W4: reads, rows sent to the client (pgq has no read by position: '–')
+log "W4: read 100 after a random position, rows sent to the client"
 read -r BIG_LO BIG_HI <<<"$(q -F ' ' -c "SELECT first_id, last_id FROM ledger.stat('big')")"
 read -r K1_LO K1_HI <<<"$(q -F ' ' -c "SELECT first_id, last_id FROM ledger.stat('k1')")"
 read -r PB_LO PB_HI <<<"$(q -F ' ' -c "SELECT min(id), max(id) FROM bench.plain WHERE stream = 'big'")"
 W4L=$(script w4_ledger <<EOF
 \set pos random($((BIG_LO - 1)), $((BIG_HI - 100)))
-SELECT count(*) FROM ledger.read('big', after => :pos, "limit" => 100);
+SELECT * FROM ledger.read('big', after => :pos, "limit" => 100);
 EOF
 )
 W4P=$(script w4_plain <<EOF
 \set pos random($((PB_LO - 1)), $((PB_HI - 100)))
-SELECT count(s.*) FROM (SELECT * FROM bench.plain WHERE stream = 'big' AND id > :pos ORDER BY id LIMIT 100) s;
-EOF
-)
-W4LR=$(script w4_ledger_rows <<EOF
-\set pos random($((BIG_LO - 1)), $((BIG_HI - 100)))
-SELECT * FROM ledger.read('big', after => :pos, "limit" => 100);
-EOF
-)
-W4PR=$(script w4_plain_rows <<EOF
-\set pos random($((PB_LO - 1)), $((PB_HI - 100)))
 SELECT * FROM bench.plain WHERE stream = 'big' AND id > :pos ORDER BY id LIMIT 100;
 EOF
 )
-bench_run W4 ledger on 2 "$W4L" "$DUR"
-bench_run W4 plain on 2 "$W4P" "$DUR"
-bench_run W4rows ledger on 2 "$W4LR" "$DUR"
-bench_run W4rows plain on 2 "$W4PR" "$DUR"
+W4M=$(script w4_messagedb <<EOF
+\set pos random(1, $((BIG_N - 99)))
+SELECT * FROM bench.md_get_stream_messages('big', :pos, 100);
+EOF
+)
+for sync in on off; do
+	bench_run W4 ledger $sync 2 "$W4L" "$DUR"
+	bench_run W4 plain $sync 2 "$W4P" "$DUR"
+	bench_run W4 messagedb $sync 2 "$W4M" "$DUR"
+done
 
 log "W4 scaling: per-call latency at 10 / 1,000 vs $BIG_N entries (1 client)"
 bench_run scale read_1k on 1 "$(script read_1k <<EOF
 \set pos random($((K1_LO - 1)), $((K1_HI - 100)))
-SELECT count(*) FROM ledger.read('k1', after => :pos, "limit" => 100);
+SELECT * FROM ledger.read('k1', after => :pos, "limit" => 100);
 EOF
 )" "$LAT_DUR"
 bench_run scale read_big on 1 "$W4L" "$LAT_DUR"
@@ -254,6 +285,7 @@ for fn in count stat get; do
 done
 
 # --- W1: one append per transaction, each client its own stream
+# (pgq has no streams: all clients insert into one queue, as pgq is used)
 log "W1: one append per transaction, a stream per client"
 W1L=$(script w1_ledger <<EOF
 \set r random(1, 1000000000)
@@ -265,10 +297,22 @@ W1P=$(script w1_plain <<EOF
 INSERT INTO bench.plain (stream, seq, payload) VALUES ('w1-' || :client_id, nextval('bench.plain_seq'), $PAYLOAD);
 EOF
 )
-for sync in off on; do
-	for c in 1 2 4; do
+W1Q=$(script w1_pgq <<EOF
+\set r random(1, 1000000000)
+SELECT pgq.insert_event('w1', 'order_placed', ($PAYLOAD)::text);
+EOF
+)
+W1M=$(script w1_messagedb <<EOF
+\set r random(1, 1000000000)
+SELECT bench.md_append('w1-' || :client_id, $PAYLOAD);
+EOF
+)
+for sync in on off; do
+	for c in 1 4; do
 		bench_run W1 ledger $sync $c "$W1L" "$DUR"
 		bench_run W1 plain $sync $c "$W1P" "$DUR"
+		[ $HAVE_PGQ = 1 ] && bench_run W1 pgq $sync $c "$W1Q" "$DUR"
+		bench_run W1 messagedb $sync $c "$W1M" "$DUR"
 	done
 done
 
@@ -289,30 +333,137 @@ W2P=$(script w2_plain <<EOF
 INSERT INTO bench.plain (stream, seq, payload) VALUES ('hot', nextval('bench.plain_seq'), $PAYLOAD);
 EOF
 )
-for sync in off on; do
+W2Q=$(script w2_pgq <<EOF
+\set r random(1, 1000000000)
+SELECT pgq.insert_event('w2', 'order_placed', ($PAYLOAD)::text);
+EOF
+)
+for sync in on off; do
 	bench_run W2 ledger $sync 4 "$W2L" "$DUR"
-	bench_run W2 messagedb $sync 4 "$W2M" "$DUR"
 	bench_run W2 plain $sync 4 "$W2P" "$DUR"
+	[ $HAVE_PGQ = 1 ] && bench_run W2 pgq $sync 4 "$W2Q" "$DUR"
+	bench_run W2 messagedb $sync 4 "$W2M" "$DUR"
 done
 
-# --- W3: 100 appends per transaction
+# --- W3: 100 appends per transaction, the same 100 payloads everywhere
 log "W3: 100 appends per transaction, 2 clients"
 BATCH_J=$(q -c "SELECT quote_literal(jsonb_agg(jsonb_build_object('payload', bench.payload(g)) ORDER BY g)::text) FROM generate_series(1, 100) g")
 BATCH_C=$(q -c "SELECT quote_literal(array_agg(ROW(bench.payload(g), '', '', '{}'::jsonb, '{}'::text[])::ledger.append_input ORDER BY g)::text) FROM generate_series(1, 100) g")
 BATCH_P=$(q -c "SELECT string_agg(format('(''w3p-'' || :client_id, nextval(''bench.plain_seq''), %s::jsonb)', quote_literal(bench.payload(g)::text)), E',\n' ORDER BY g) FROM generate_series(1, 100) g")
+BATCH_A=$(q -c "SELECT quote_literal(array_agg(bench.payload(g) ORDER BY g)::text) FROM generate_series(1, 100) g")
 W3J=$(script w3_ledger_jsonb <<<"SELECT count(*) FROM ledger.append_batch('w3j-' || :client_id, $BATCH_J::jsonb);")
-W3C=$(script w3_ledger_composite <<<"SELECT count(*) FROM ledger.append_batch('w3c-' || :client_id, $BATCH_C::ledger.append_input[]);")
+W3C=$(script w3_ledger <<<"SELECT count(*) FROM ledger.append_batch('w3c-' || :client_id, $BATCH_C::ledger.append_input[]);")
 W3P=$(script w3_plain <<<"INSERT INTO bench.plain (stream, seq, payload) VALUES $BATCH_P;")
-for sync in off on; do
+W3Q=$(script w3_pgq <<<"SELECT count(pgq.insert_event('w3', 'order_placed', e)) FROM unnest($BATCH_A::text[]) e;")
+W3M=$(script w3_messagedb <<<"SELECT count(bench.md_append('w3m-' || :client_id, e)) FROM unnest($BATCH_A::jsonb[]) e;")
+for sync in on off; do
+	bench_run W3 ledger $sync 2 "$W3C" "$DUR"
 	bench_run W3 ledger_jsonb $sync 2 "$W3J" "$DUR"
-	bench_run W3 ledger_composite $sync 2 "$W3C" "$DUR"
 	bench_run W3 plain $sync 2 "$W3P" "$DUR"
+	[ $HAVE_PGQ = 1 ] && bench_run W3 pgq $sync 2 "$W3Q" "$DUR"
+	bench_run W3 messagedb $sync 2 "$W3M" "$DUR"
 done
 # every W3 transaction must have written 100 entries
 for st in w3j-0 w3j-1 w3c-0 w3c-1; do
 	n=$(q -c "SELECT coalesce((SELECT count FROM ledger.stat('$st')), 0) % 100")
 	[ "$n" = 0 ] || problem "stream $st holds a count that is not a multiple of 100"
 done
+
+# --- batch-dedup probe: append_batch of n entries with distinct dedup keys, and
+# with half of them duplicates (each key twice); then the cancel probe: the
+# largest batch under statement_timeout = 1s, time until the error returns.
+# The batches are built beforehand (bench.probe_batch) so only the call is timed;
+# each call is capped at 300 s.
+log "batch-dedup probe: $BATCH_SIZES entries"
+q -c "CREATE UNLOGGED TABLE bench.probe_batch (n int, dup bool, j jsonb, PRIMARY KEY (n, dup))" >/dev/null
+for n in $BATCH_SIZES; do
+	q -c "INSERT INTO bench.probe_batch SELECT $n, d, (SELECT jsonb_agg(jsonb_build_object('payload', bench.payload(g),
+		'dedup_key', 'k' || CASE WHEN d THEN g / 2 ELSE g END) ORDER BY g) FROM generate_series(1, $n) g)
+		FROM (VALUES (false), (true)) v(d)" >/dev/null || problem "building the $n-entry probe batch failed"
+done
+time_call() {	# time_call SQL... ; prints "ms rc", stderr of psql in $WORK/call.err
+	local t0 t1 rc
+	t0=$(date +%s%N)
+	psql -X -q -At "$@" > "$WORK/call.out" 2> "$WORK/call.err"
+	rc=$?
+	t1=$(date +%s%N)
+	echo "$(( (t1 - t0) / 1000000 )) $rc"
+}
+for n in $BATCH_SIZES; do
+	for d in false true; do
+		var=distinct; [ $d = true ] && var=halfdup
+		read -r ms rc <<<"$(time_call -v ON_ERROR_STOP=1 -c "SET statement_timeout = '300s'" \
+			-c "SELECT count(*), count(*) FILTER (WHERE duplicate) FROM ledger.append_batch('dd-$var-$n', (SELECT j FROM bench.probe_batch WHERE n = $n AND dup = $d))")"
+		if [ "$rc" != 0 ]; then
+			problem "dedup probe $n $var: $(head -1 "$WORK/call.err")"
+			ms=NA
+		fi
+		printf '    dedup %-8s n=%-6s %s ms (written, duplicates: %s)\n' "$var" "$n" "$ms" "$(tr '|' ' ' < "$WORK/call.out")"
+		metric "dedup_${var}_$n" "$ms" ms
+	done
+done
+CANCEL_N=${BATCH_SIZES##* }
+log "cancel probe: statement_timeout = 1s on the $CANCEL_N-entry batch"
+read -r ms rc <<<"$(time_call -c "SET statement_timeout = '1s'" \
+	-c "SELECT count(*) FROM ledger.append_batch('cancel-$CANCEL_N', (SELECT j FROM bench.probe_batch WHERE n = $CANCEL_N AND NOT dup))")"
+cancel_err=$(grep -m1 ERROR "$WORK/call.err" | tr -d '",')
+if [ -n "$cancel_err" ]; then
+	[ "$(q -c "SELECT count(*) FROM ledger.entries WHERE stream_id IN (SELECT stream_id FROM ledger.streams WHERE name = 'cancel-$CANCEL_N')")" = 0 ] \
+		|| problem "cancel probe: the cancelled batch left entries behind"
+else
+	# finished before the timeout: nothing to cancel (the figure is its duration)
+	cancel_err="completed within the timeout, not cancelled"
+fi
+printf '    cancel n=%s: %s ms (%s)\n' "$CANCEL_N" "$ms" "$cancel_err"
+metric cancel_n "$CANCEL_N" entries
+metric cancel_ms "$ms" ms
+metric cancel_error "\"$cancel_err\"" ""
+q -c "DROP TABLE bench.probe_batch" >/dev/null
+
+# --- memory probe: peak RSS (VmHWM) of the backend reading MEM_N entries in one
+# call, against the same plain SELECT; rows go to the client through COPY TO
+# STDOUT (psql streams them to /dev/null instead of holding them).  VmHWM counts
+# the shared_buffers pages the backend touched too: vmhwm_start is the session's
+# figure before the read.
+[ "$MEM_N" -gt "$BIG_N" ] && MEM_N=$BIG_N
+log "memory probe: read $MEM_N entries in one call (work_mem $(q -c 'SHOW work_mem'))"
+# VmHWM counts the shared_buffers pages the backend touched, which stay mapped:
+# private peak ~ VmHWM - RssShmem - RssFile (read after the query).
+HWM_SQL="SELECT (regexp_match(st, 'VmHWM:\\s+(\\d+)'))[1], (regexp_match(st, 'RssShmem:\\s+(\\d+)'))[1],
+	(regexp_match(st, 'RssFile:\\s+(\\d+)'))[1] FROM pg_read_file('/proc/' || pg_backend_pid() || '/status') st"
+for side in ledger plain; do
+	if [ $side = ledger ]; then
+		sel="SELECT * FROM ledger.read('big', \"limit\" => $MEM_N)"
+	else
+		sel="SELECT * FROM bench.plain WHERE stream = 'big' ORDER BY id LIMIT $MEM_N"
+	fi
+	q > "$WORK/mem.out" 2> "$WORK/mem.err" <<EOF
+$HWM_SQL;
+\\o /dev/null
+\\timing on
+COPY ($sel) TO STDOUT;
+\\timing off
+\\o
+$HWM_SQL;
+EOF
+	if [ $? != 0 ]; then
+		problem "memory probe ($side): $(head -2 "$WORK/mem.err" | tr '\n' ' ')"
+		continue
+	fi
+	hwm0=$(sed -n 1p "$WORK/mem.out" | cut -d'|' -f1)
+	IFS='|' read -r hwm1 shm1 file1 < <(tail -1 "$WORK/mem.out")
+	priv=$((hwm1 - shm1 - file1))
+	ms=$(grep -m1 -oP '^Time: \K[0-9.]+' "$WORK/mem.out")
+	printf '    %-7s VmHWM %s kB before, %s kB after (RssShmem %s, RssFile %s: private peak ~%s kB); %s ms\n' \
+		"$side" "$hwm0" "$hwm1" "$shm1" "$file1" "$priv" "${ms:-NA}"
+	metric "mem_${side}_vmhwm_start" "$hwm0" kB
+	metric "mem_${side}_vmhwm" "$hwm1" kB
+	metric "mem_${side}_rssshmem" "$shm1" kB
+	metric "mem_${side}_private_peak" "$priv" kB
+	metric "mem_${side}_ms" "${ms:-NA}" ms
+done
+metric mem_n "$MEM_N" entries
+metric work_mem "$(q -c 'SHOW work_mem')" ""
 
 # --- W5: read_all consumer lag and wake-up latency
 if [ $HAVE_DBD = 1 ]; then
@@ -348,6 +499,22 @@ EOF
 	done
 else
 	problem "W5 skipped: DBD::Pg (libdbd-pg-perl) is not installed"
+fi
+
+# --- read cost against database size: bench/read_cost.sh (written separately).
+# It gets this cluster (PGHOST, PGPORT, PGUSER, PGDATABASE, PATH, PG_CONFIG) and
+# BENCH_OUT=$OUT/read_cost, BENCH_QUICK=0|1; it may start a cluster of its own
+# instead.  Whatever it leaves in $OUT/read_cost/summary.md goes into summary.md.
+if [ -f "$BENCH/read_cost.sh" ]; then
+	log "read cost against database size: bench/read_cost.sh"
+	mkdir -p "$OUT/read_cost"
+	[ "$(id -u)" = 0 ] && chown "$(ledger_test_user)" "$OUT/read_cost"
+	BENCH_OUT=$OUT/read_cost BENCH_QUICK=$QUICK PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=$PGUSER PGDATABASE=$PGDATABASE \
+		bash "$BENCH/read_cost.sh" $([ $QUICK = 1 ] && echo --quick) > "$OUT/read_cost.log" 2>&1 \
+		|| problem "read_cost.sh failed (exit $?): $(tail -3 "$OUT/read_cost.log" | tr '\n' ' ')"
+else
+	echo "read_cost.sh not present"
+	echo "read_cost.sh not present" > "$OUT/read_cost.log"
 fi
 
 # ---------------------------------------------------------------------------

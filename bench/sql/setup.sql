@@ -66,3 +66,13 @@ BEGIN
 	RETURN v_id;
 END
 $$;
+
+-- message-db's get_stream_messages (W4): plpgsql, rows after a position of a stream
+CREATE FUNCTION bench.md_get_stream_messages(p_stream text, p_position bigint, p_batch_size integer)
+RETURNS SETOF bench.md_entries
+LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN QUERY SELECT * FROM bench.md_entries
+		WHERE stream = p_stream AND seq >= p_position ORDER BY seq LIMIT p_batch_size;
+END
+$$;
