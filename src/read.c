@@ -235,19 +235,42 @@ emit_entry(EntrySink *sink, HeapTuple tuple, TupleDesc spidesc)
 	MemoryContextSwitchTo(old);
 }
 
-/* Emit every row of the current SPI result, then free it. */
-static uint64
-emit_spi_result(EntrySink *sink)
-{
-	SPITupleTable *tuptable = SPI_tuptable;
-	uint64		nrows = SPI_processed;
-	uint64		r;
+/* Rows fetched from a read's cursor at a time. */
+#define READ_FETCH_ROWS 1000
 
-	/* emit_entry may run queries of its own: keep our result */
-	for (r = 0; r < nrows; r++)
-		emit_entry(sink, tuptable->vals[r], tuptable->tupdesc);
-	SPI_freetuptable(tuptable);
-	return nrows;
+/*
+ * Run plan through a cursor and emit its rows, READ_FETCH_ROWS at a time:
+ * only one chunk is ever held in SPI memory, and the result tuplestore
+ * spills to disk past work_mem, so a read of millions of entries costs as
+ * much memory as one of a thousand.  The cursor reads with the active
+ * snapshot (read_only), which the caller sets for the cursor's whole life.
+ */
+static uint64
+emit_cursor(EntrySink *sink, SPIPlanPtr plan, Datum *args, const char *nulls)
+{
+	Portal		portal;
+	uint64		total = 0;
+
+	portal = SPI_cursor_open(NULL, plan, args, nulls, true);
+	for (;;)
+	{
+		SPITupleTable *tuptable;
+		uint64		nrows;
+
+		CHECK_FOR_INTERRUPTS();
+		SPI_cursor_fetch(portal, true, READ_FETCH_ROWS);
+		/* emit_entry may run queries of its own: keep our chunk */
+		tuptable = SPI_tuptable;
+		nrows = SPI_processed;
+		for (uint64 r = 0; r < nrows; r++)
+			emit_entry(sink, tuptable->vals[r], tuptable->tupdesc);
+		SPI_freetuptable(tuptable);
+		total += nrows;
+		if (nrows < READ_FETCH_ROWS)
+			break;
+	}
+	SPI_cursor_close(portal);
+	return total;
 }
 
 static TimestampTz
@@ -331,7 +354,6 @@ read_attempt(void *arg, bool waiting)
 {
 	ReadArgs   *ra = (ReadArgs *) arg;
 	uint64		n;
-	int			rc;
 
 	ledger_spi_connect();
 	if (waiting)
@@ -346,11 +368,9 @@ read_attempt(void *arg, bool waiting)
 		ledger_wait_register(ledger_stream_lookup(ra->stream_name, false, &stream) ? stream.stream_id : 0);
 		PushActiveSnapshot(GetLatestSnapshot());
 	}
-	rc = SPI_execute_plan(read_plan(ra->variant), ra->args, ra->argnulls, true, ra->limit);
+	n = emit_cursor(&ra->sink, read_plan(ra->variant), ra->args, ra->argnulls);
 	if (waiting)
 		PopActiveSnapshot();
-	ledger_spi_check(rc, SPI_OK_SELECT, "read");
-	n = emit_spi_result(&ra->sink);
 	SPI_finish();
 	return n;
 }
@@ -453,7 +473,6 @@ read_all_attempt(void *arg, bool waiting)
 	ReadAllArgs *ra = (ReadAllArgs *) arg;
 	int64		horizon;
 	uint64		n = 0;
-	int			rc;
 
 	if (waiting)
 		ledger_wait_register(0);
@@ -468,13 +487,12 @@ read_all_attempt(void *arg, bool waiting)
 		 * Read with a snapshot taken after the horizon, even in a
 		 * REPEATABLE READ transaction: an older snapshot could miss an entry
 		 * below the horizon that committed since, and the next call (after
-		 * a higher id) would skip it for good.
+		 * a higher id) would skip it for good.  The snapshot stays active
+		 * for the cursor's whole life.
 		 */
 		PushActiveSnapshot(GetLatestSnapshot());
-		rc = SPI_execute_plan(read_all_plan(ra->variant), ra->args, NULL, true, ra->limit);
+		n = emit_cursor(&ra->sink, read_all_plan(ra->variant), ra->args, NULL);
 		PopActiveSnapshot();
-		ledger_spi_check(rc, SPI_OK_SELECT, "read_all");
-		n = emit_spi_result(&ra->sink);
 	}
 	SPI_finish();
 	return n;
