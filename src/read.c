@@ -5,8 +5,11 @@
  *		that read and read_all share.
  *
  * Reads are keyset scans over the (stream_id, id) index (or the primary
- * key for read_all), so a page after a cursor costs the same in a stream of
- * ten entries and one of ten million.  Each combination of optional filters
+ * key for read_all of every stream; per-stream scans merged by id for a
+ * prefix), so a page after a cursor costs the same in a stream of ten
+ * entries and one of ten million, and whatever the size of other streams.
+ * Results go through a cursor, a chunk at a time, into the tuplestore,
+ * which spills to disk past work_mem.  Each combination of optional filters
  * gets its own plan, prepared on first use, so that the planner sees only
  * the predicates actually asked for.
  *
@@ -52,6 +55,26 @@ PG_FUNCTION_INFO_V1(ledger_get);
 	" e.dedup_key::pg_catalog.text, e.schema_version, e.metadata," \
 	" e.tags::pg_catalog.text[], e.annotations, e.created_at, e.updated_at"
 
+/*
+ * "e.stream_id is the stream's id", written as a closed range rather than
+ * with =.  Equality with a parameter (or an initplan's or a lateral
+ * reference's value) makes the planner treat stream_id as constant and drop
+ * it from ORDER BY stream_id, id as redundant; the primary key then serves
+ * ORDER BY id as well, and the planner -- estimating a stream's share as
+ * 1/(number of streams), spread evenly -- scans it filtered by stream, which
+ * costs as much as the entries of every other stream appended since.  With
+ * a range, only the (stream_id, ...) indexes give that order, a generic plan
+ * included, and the btree still starts at (stream_id, after): >= and <=
+ * keys on the leading column let the next column position the scan too.
+ */
+#define STREAM_IS(id_expr) \
+	"e.stream_id OPERATOR(pg_catalog.>=) " id_expr \
+	" AND e.stream_id OPERATOR(pg_catalog.<=) " id_expr
+
+/* The id of the stream named by parameter n, NULL (no rows) if none. */
+#define STREAM_ID_OF(param) \
+	"(SELECT s.stream_id FROM ledger.streams s WHERE s.name OPERATOR(pg_catalog.=) " param ")"
+
 #define ENTRY_NATTS			12
 #define ENTRY_ATT_STREAM	1	/* zero-based */
 #define ENTRY_ATT_PAYLOAD	3
@@ -85,20 +108,22 @@ read_plan(int variant)
 		return plans[variant];
 
 	/*
-	 * One statement: the stream's id comes from a once-evaluated subquery,
-	 * and ORDER BY names the index's leading column so that only
-	 * (stream_id, [order_key,] id) can serve it -- never a scan of the
-	 * primary key filtered by stream.
+	 * One statement: the stream's id comes from once-evaluated subqueries
+	 * (initplans), and ORDER BY names the index's leading column, which
+	 * STREAM_IS keeps from being redundant, so that only (stream_id,
+	 * [order_key,] id) can serve it -- never a scan of the primary key
+	 * filtered by stream.
 	 */
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT " ENTRY_COLUMNS("$1")
 						   " FROM ledger.entries e"
-						   " WHERE e.stream_id OPERATOR(pg_catalog.=) (SELECT s.stream_id"
-						   " FROM ledger.streams s WHERE s.name OPERATOR(pg_catalog.=) $1)");
+						   " WHERE " STREAM_IS(STREAM_ID_OF("$1")));
 	appendStringInfoString(&sql, desc ? " AND e.id OPERATOR(pg_catalog.<) $2" :
 						   " AND e.id OPERATOR(pg_catalog.>) $2");
 	if (variant & READ_ORDER_KEY)
-		appendStringInfoString(&sql, " AND e.order_key OPERATOR(pg_catalog.=) $4");
+		/* a range too, so that only (stream_id, order_key, id) gives the order */
+		appendStringInfoString(&sql, " AND e.order_key OPERATOR(pg_catalog.>=) $4"
+							   " AND e.order_key OPERATOR(pg_catalog.<=) $4");
 	if (variant & READ_TAG)
 		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.@>) ARRAY[$5]");
 	if (variant & READ_ALL_TAGS)
@@ -446,23 +471,42 @@ read_all_plan(int variant)
 {
 	static SPIPlanPtr plans[3];
 
+	/*
+	 * Every stream: the primary key's id range.  One stream: its (stream_id,
+	 * id) range, as read() scans it.  A prefix: the first $4 entries of
+	 * each matching stream, each from its own (stream_id, id) range scan,
+	 * merged by id -- the cost is (matching streams x limit), whatever the
+	 * size of the other streams.  $1 after, $2 horizon, $3 name or prefix,
+	 * $4 limit.
+	 */
+	static const char *const sql[3] = {
+		"SELECT " ENTRY_COLUMNS("s.name::pg_catalog.text")
+		" FROM ledger.entries e"
+		" JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id"
+		" WHERE e.id OPERATOR(pg_catalog.>) $1 AND e.id OPERATOR(pg_catalog.<) $2"
+		" ORDER BY e.id LIMIT $4",
+
+		"SELECT " ENTRY_COLUMNS("$3")
+		" FROM ledger.entries e"
+		" WHERE " STREAM_IS(STREAM_ID_OF("$3"))
+		" AND e.id OPERATOR(pg_catalog.>) $1 AND e.id OPERATOR(pg_catalog.<) $2"
+		" ORDER BY e.stream_id, e.id LIMIT $4",
+
+		"SELECT " ENTRY_COLUMNS("s.name::pg_catalog.text")
+		" FROM ledger.streams s CROSS JOIN LATERAL"
+		" (SELECT e.* FROM ledger.entries e"
+		"   WHERE " STREAM_IS("s.stream_id")
+		"   AND e.id OPERATOR(pg_catalog.>) $1 AND e.id OPERATOR(pg_catalog.<) $2"
+		"   ORDER BY e.stream_id, e.id LIMIT $4) e"
+		" WHERE pg_catalog.starts_with(s.name, $3)"
+		" ORDER BY e.id LIMIT $4"
+	};
+
 	if (plans[variant] == NULL)
 	{
-		static const char *const filters[3] = {
-			"",
-			" AND s.name OPERATOR(pg_catalog.=) $3",
-			" AND pg_catalog.starts_with(s.name, $3)"
-		};
 		Oid			types[4] = {INT8OID, INT8OID, TEXTOID, INT8OID};
-		char	   *sql = psprintf("SELECT " ENTRY_COLUMNS("s.name::pg_catalog.text")
-								   " FROM ledger.entries e"
-								   " JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id"
-								   " WHERE e.id OPERATOR(pg_catalog.>) $1 AND e.id OPERATOR(pg_catalog.<) $2%s"
-								   " ORDER BY e.id LIMIT $4",
-								   filters[variant]);
 
-		plans[variant] = ledger_prepare_plan(sql, 4, types);
-		pfree(sql);
+		plans[variant] = ledger_prepare_plan(sql[variant], 4, types);
 	}
 	return plans[variant];
 }
