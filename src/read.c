@@ -48,6 +48,7 @@
 PG_FUNCTION_INFO_V1(ledger_read);
 PG_FUNCTION_INFO_V1(ledger_read_all);
 PG_FUNCTION_INFO_V1(ledger_get);
+PG_FUNCTION_INFO_V1(ledger_tag_keys);
 
 /* Columns of ledger.entry, in order, for a query over entries e. */
 #define ENTRY_COLUMNS(stream_expr) \
@@ -124,10 +125,23 @@ read_plan(int variant)
 		/* a range too, so that only (stream_id, order_key, id) gives the order */
 		appendStringInfoString(&sql, " AND e.order_key OPERATOR(pg_catalog.>=) $4"
 							   " AND e.order_key OPERATOR(pg_catalog.<=) $4");
+	/*
+	 * Tag filters: the keys of ledger.tag_keys() let the GIN index
+	 * entries_tag_keys_idx find the stream's tagged entries without a scan
+	 * of the stream (its predicate, tags <> '{}', is spelled out so that
+	 * the planner can prove it); the exact filter stays for correctness.
+	 * COLLATE "C" matches the index's collation, that of entries.tags.
+	 */
+	if (variant & (READ_TAG | READ_ALL_TAGS))
+		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.<>) '{}'");
 	if (variant & READ_TAG)
-		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.@>) ARRAY[$5]");
+		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.@>) ARRAY[$5]"
+							   " AND ledger.tag_keys(e.stream_id, e.tags) OPERATOR(pg_catalog.@>)"
+							   " ledger.tag_keys(" STREAM_ID_OF("$1") ", ARRAY[$5 COLLATE pg_catalog.\"C\"])");
 	if (variant & READ_ALL_TAGS)
-		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.@>) $6");
+		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.@>) $6"
+							   " AND ledger.tag_keys(e.stream_id, e.tags) OPERATOR(pg_catalog.@>)"
+							   " ledger.tag_keys(" STREAM_ID_OF("$1") ", $6 COLLATE pg_catalog.\"C\")");
 	if (variant & READ_METADATA)
 		appendStringInfoString(&sql, " AND e.metadata OPERATOR(pg_catalog.@>) $7");
 	if (variant & READ_ANNOTATIONS)
@@ -675,3 +689,51 @@ ledger_get(PG_FUNCTION_ARGS)
 	PG_RETURN_HEAPTUPLEHEADER(result);
 }
 
+
+/* --- tag_keys() ---------------------------------------------------------- */
+
+/*
+ * ledger.tag_keys(stream_id, tags): each tag prefixed with "<stream_id>:",
+ * the keys of the GIN index that serves tag filters within one stream (a
+ * plain index on tags would find every stream's entries with the tag).  The
+ * stream id holds no ':', so the first one ends it whatever the tag holds.
+ * IMMUTABLE: it depends on its arguments only.
+ */
+Datum
+ledger_tag_keys(PG_FUNCTION_ARGS)
+{
+	int32		stream_id = PG_GETARG_INT32(0);
+	ArrayType  *tags = PG_GETARG_ARRAYTYPE_P(1);
+	char		prefix[16];
+	int			plen;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			nelems;
+	Datum	   *keys;
+	int			nkeys = 0;
+
+	plen = snprintf(prefix, sizeof(prefix), "%d:", stream_id);
+	deconstruct_array(tags, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elem_nulls, &nelems);
+	if (nelems == 0)
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(TEXTOID));
+	keys = palloc(nelems * sizeof(Datum));
+	for (int i = 0; i < nelems; i++)
+	{
+		text	   *tag;
+		text	   *key;
+		int			len;
+
+		CHECK_FOR_INTERRUPTS();
+		if (elem_nulls[i])
+			continue;
+		tag = DatumGetTextPP(elems[i]);
+		len = VARSIZE_ANY_EXHDR(tag);
+		key = palloc(VARHDRSZ + plen + len);
+		SET_VARSIZE(key, VARHDRSZ + plen + len);
+		memcpy(VARDATA(key), prefix, plen);
+		memcpy(VARDATA(key) + plen, VARDATA_ANY(tag), len);
+		keys[nkeys++] = PointerGetDatum(key);
+	}
+	PG_RETURN_ARRAYTYPE_P(nkeys == 0 ? construct_empty_array(TEXTOID) :
+						  construct_array(keys, nkeys, TEXTOID, -1, false, TYPALIGN_INT));
+}
