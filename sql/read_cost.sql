@@ -58,6 +58,8 @@ SELECT seq, tags FROM ledger.read('big', tag => 'rare');
 SELECT seq, tags FROM ledger.read('big', tag => 'rare', descending => true, "limit" => 1);
 SELECT seq, tags FROM ledger.read('big', all_tags => '{red,rare}');
 SELECT count(*) FROM ledger.read('big', tag => 'rare', after => 0, descending => true);
+-- all_tags => '{}' holds for untagged entries too
+SELECT count(*) FROM ledger.read('lone', all_tags => '{}');
 CREATE FUNCTION pg_temp.nrows(q text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
 	n bigint;

@@ -452,7 +452,14 @@ ledger_read(PG_FUNCTION_ARGS)
 	{
 		int			arg = READ_FIRST_FILTER_ARG + i;
 
-		if (PG_ARGISNULL(arg))
+		/*
+		 * all_tags => '{}' holds for every entry: no filter (the tag index
+		 * leaves untagged entries out, so it must not be asked).
+		 */
+		if (PG_ARGISNULL(arg) ||
+			((READ_ORDER_KEY << i) == READ_ALL_TAGS &&
+			 ArrayGetNItems(ARR_NDIM(PG_GETARG_ARRAYTYPE_P(arg)),
+							ARR_DIMS(PG_GETARG_ARRAYTYPE_P(arg))) == 0))
 		{
 			ra.args[3 + i] = (Datum) 0;
 			ra.argnulls[3 + i] = 'n';
