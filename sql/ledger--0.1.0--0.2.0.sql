@@ -284,3 +284,17 @@ COMMENT ON FUNCTION ledger.node() IS
 REVOKE ALL ON FUNCTION ledger.set_node(integer, integer), ledger.node() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ledger.node() TO ledger_reader;
 GRANT EXECUTE ON FUNCTION ledger.set_node(integer, integer) TO ledger_admin;
+
+-- Tag filters within one stream: a GIN index over "<stream_id>:<tag>" keys
+-- (ledger.tag_keys), so read(stream, tag => ...) finds the stream's tagged
+-- entries without scanning the stream.  Untagged entries are left out: they
+-- cost an append nothing.
+CREATE FUNCTION ledger.tag_keys(stream_id integer, tags text[])
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'ledger_tag_keys'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION ledger.tag_keys(integer, text[]) IS
+'The keys of the index that serves tag filters: each tag prefixed with the stream id and a colon';
+CREATE INDEX entries_tag_keys_idx ON ledger.entries USING gin (ledger.tag_keys(stream_id, tags))
+	WHERE tags OPERATOR(pg_catalog.<>) '{}';
+REVOKE ALL ON FUNCTION ledger.tag_keys(integer, text[]) FROM PUBLIC;

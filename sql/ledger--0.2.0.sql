@@ -136,6 +136,19 @@ CREATE INDEX entries_stream_order_idx ON ledger.entries (stream_id, order_key, i
 CREATE UNIQUE INDEX entries_stream_dedup_idx ON ledger.entries (stream_id, dedup_key)
 	WHERE dedup_key OPERATOR(pg_catalog.<>) '';
 
+-- Tag filters within one stream: a GIN index over "<stream_id>:<tag>" keys
+-- (ledger.tag_keys), so read(stream, tag => ...) finds the stream's tagged
+-- entries without scanning the stream.  Untagged entries are left out: they
+-- cost an append nothing.
+CREATE FUNCTION ledger.tag_keys(stream_id integer, tags text[])
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'ledger_tag_keys'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION ledger.tag_keys(integer, text[]) IS
+'The keys of the index that serves tag filters: each tag prefixed with the stream id and a colon';
+CREATE INDEX entries_tag_keys_idx ON ledger.entries USING gin (ledger.tag_keys(stream_id, tags))
+	WHERE tags OPERATOR(pg_catalog.<>) '{}';
+
 -- Per-pattern settings: schema version and retention. A pattern is an exact
 -- stream name or a prefix ending in '*'; the longest match wins.
 CREATE TABLE ledger.stream_settings (

@@ -23,11 +23,12 @@ CREATE ROLE regress_ledger_a IN ROLE ledger_admin;
 -- every function that touches the tables pins search_path with pg_catalog
 -- first, and is SECURITY DEFINER -- but for those that must check their
 -- caller's privileges as current_user (they become the owner only for their
--- own table access); redact_target and pattern_rank touch no table
+-- own table access); redact_target, pattern_rank and tag_keys (an index
+-- expression) touch no table
 SELECT p.proname, p.prosecdef, p.proconfig
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'ledger' AND p.prorettype <> 'trigger'::regtype
-   AND p.proname NOT IN ('redact_target', 'pattern_rank')
+   AND p.proname NOT IN ('redact_target', 'pattern_rank', 'tag_keys')
    AND ((NOT p.prosecdef AND p.proname NOT IN ('register_upcaster', 'create_sink'))
 		OR p.proconfig IS NULL
 		OR NOT 'search_path=pg_catalog, ledger, pg_temp' = ANY (p.proconfig));

@@ -5,8 +5,11 @@
  *		that read and read_all share.
  *
  * Reads are keyset scans over the (stream_id, id) index (or the primary
- * key for read_all), so a page after a cursor costs the same in a stream of
- * ten entries and one of ten million.  Each combination of optional filters
+ * key for read_all of every stream; per-stream scans merged by id for a
+ * prefix), so a page after a cursor costs the same in a stream of ten
+ * entries and one of ten million, and whatever the size of other streams.
+ * Results go through a cursor, a chunk at a time, into the tuplestore,
+ * which spills to disk past work_mem.  Each combination of optional filters
  * gets its own plan, prepared on first use, so that the planner sees only
  * the predicates actually asked for.
  *
@@ -45,12 +48,33 @@
 PG_FUNCTION_INFO_V1(ledger_read);
 PG_FUNCTION_INFO_V1(ledger_read_all);
 PG_FUNCTION_INFO_V1(ledger_get);
+PG_FUNCTION_INFO_V1(ledger_tag_keys);
 
 /* Columns of ledger.entry, in order, for a query over entries e. */
 #define ENTRY_COLUMNS(stream_expr) \
 	"e.id, " stream_expr ", e.seq, e.payload, e.order_key::pg_catalog.text," \
 	" e.dedup_key::pg_catalog.text, e.schema_version, e.metadata," \
 	" e.tags::pg_catalog.text[], e.annotations, e.created_at, e.updated_at"
+
+/*
+ * "e.stream_id is the stream's id", written as a closed range rather than
+ * with =.  Equality with a parameter (or an initplan's or a lateral
+ * reference's value) makes the planner treat stream_id as constant and drop
+ * it from ORDER BY stream_id, id as redundant; the primary key then serves
+ * ORDER BY id as well, and the planner -- estimating a stream's share as
+ * 1/(number of streams), spread evenly -- scans it filtered by stream, which
+ * costs as much as the entries of every other stream appended since.  With
+ * a range, only the (stream_id, ...) indexes give that order, a generic plan
+ * included, and the btree still starts at (stream_id, after): >= and <=
+ * keys on the leading column let the next column position the scan too.
+ */
+#define STREAM_IS(id_expr) \
+	"e.stream_id OPERATOR(pg_catalog.>=) " id_expr \
+	" AND e.stream_id OPERATOR(pg_catalog.<=) " id_expr
+
+/* The id of the stream named by parameter n, NULL (no rows) if none. */
+#define STREAM_ID_OF(param) \
+	"(SELECT s.stream_id FROM ledger.streams s WHERE s.name OPERATOR(pg_catalog.=) " param ")"
 
 #define ENTRY_NATTS			12
 #define ENTRY_ATT_STREAM	1	/* zero-based */
@@ -85,24 +109,39 @@ read_plan(int variant)
 		return plans[variant];
 
 	/*
-	 * One statement: the stream's id comes from a once-evaluated subquery,
-	 * and ORDER BY names the index's leading column so that only
-	 * (stream_id, [order_key,] id) can serve it -- never a scan of the
-	 * primary key filtered by stream.
+	 * One statement: the stream's id comes from once-evaluated subqueries
+	 * (initplans), and ORDER BY names the index's leading column, which
+	 * STREAM_IS keeps from being redundant, so that only (stream_id,
+	 * [order_key,] id) can serve it -- never a scan of the primary key
+	 * filtered by stream.
 	 */
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT " ENTRY_COLUMNS("$1")
 						   " FROM ledger.entries e"
-						   " WHERE e.stream_id OPERATOR(pg_catalog.=) (SELECT s.stream_id"
-						   " FROM ledger.streams s WHERE s.name OPERATOR(pg_catalog.=) $1)");
+						   " WHERE " STREAM_IS(STREAM_ID_OF("$1")));
 	appendStringInfoString(&sql, desc ? " AND e.id OPERATOR(pg_catalog.<) $2" :
 						   " AND e.id OPERATOR(pg_catalog.>) $2");
 	if (variant & READ_ORDER_KEY)
-		appendStringInfoString(&sql, " AND e.order_key OPERATOR(pg_catalog.=) $4");
+		/* a range too, so that only (stream_id, order_key, id) gives the order */
+		appendStringInfoString(&sql, " AND e.order_key OPERATOR(pg_catalog.>=) $4"
+							   " AND e.order_key OPERATOR(pg_catalog.<=) $4");
+	/*
+	 * Tag filters: the keys of ledger.tag_keys() let the GIN index
+	 * entries_tag_keys_idx find the stream's tagged entries without a scan
+	 * of the stream (its predicate, tags <> '{}', is spelled out so that
+	 * the planner can prove it); the exact filter stays for correctness.
+	 * COLLATE "C" matches the index's collation, that of entries.tags.
+	 */
+	if (variant & (READ_TAG | READ_ALL_TAGS))
+		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.<>) '{}'");
 	if (variant & READ_TAG)
-		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.@>) ARRAY[$5]");
+		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.@>) ARRAY[$5]"
+							   " AND ledger.tag_keys(e.stream_id, e.tags) OPERATOR(pg_catalog.@>)"
+							   " ledger.tag_keys(" STREAM_ID_OF("$1") ", ARRAY[$5 COLLATE pg_catalog.\"C\"])");
 	if (variant & READ_ALL_TAGS)
-		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.@>) $6");
+		appendStringInfoString(&sql, " AND e.tags OPERATOR(pg_catalog.@>) $6"
+							   " AND ledger.tag_keys(e.stream_id, e.tags) OPERATOR(pg_catalog.@>)"
+							   " ledger.tag_keys(" STREAM_ID_OF("$1") ", $6 COLLATE pg_catalog.\"C\")");
 	if (variant & READ_METADATA)
 		appendStringInfoString(&sql, " AND e.metadata OPERATOR(pg_catalog.@>) $7");
 	if (variant & READ_ANNOTATIONS)
@@ -235,19 +274,42 @@ emit_entry(EntrySink *sink, HeapTuple tuple, TupleDesc spidesc)
 	MemoryContextSwitchTo(old);
 }
 
-/* Emit every row of the current SPI result, then free it. */
-static uint64
-emit_spi_result(EntrySink *sink)
-{
-	SPITupleTable *tuptable = SPI_tuptable;
-	uint64		nrows = SPI_processed;
-	uint64		r;
+/* Rows fetched from a read's cursor at a time. */
+#define READ_FETCH_ROWS 1000
 
-	/* emit_entry may run queries of its own: keep our result */
-	for (r = 0; r < nrows; r++)
-		emit_entry(sink, tuptable->vals[r], tuptable->tupdesc);
-	SPI_freetuptable(tuptable);
-	return nrows;
+/*
+ * Run plan through a cursor and emit its rows, READ_FETCH_ROWS at a time:
+ * only one chunk is ever held in SPI memory, and the result tuplestore
+ * spills to disk past work_mem, so a read of millions of entries costs as
+ * much memory as one of a thousand.  The cursor reads with the active
+ * snapshot (read_only), which the caller sets for the cursor's whole life.
+ */
+static uint64
+emit_cursor(EntrySink *sink, SPIPlanPtr plan, Datum *args, const char *nulls)
+{
+	Portal		portal;
+	uint64		total = 0;
+
+	portal = SPI_cursor_open(NULL, plan, args, nulls, true);
+	for (;;)
+	{
+		SPITupleTable *tuptable;
+		uint64		nrows;
+
+		CHECK_FOR_INTERRUPTS();
+		SPI_cursor_fetch(portal, true, READ_FETCH_ROWS);
+		/* emit_entry may run queries of its own: keep our chunk */
+		tuptable = SPI_tuptable;
+		nrows = SPI_processed;
+		for (uint64 r = 0; r < nrows; r++)
+			emit_entry(sink, tuptable->vals[r], tuptable->tupdesc);
+		SPI_freetuptable(tuptable);
+		total += nrows;
+		if (nrows < READ_FETCH_ROWS)
+			break;
+	}
+	SPI_cursor_close(portal);
+	return total;
 }
 
 static TimestampTz
@@ -331,7 +393,6 @@ read_attempt(void *arg, bool waiting)
 {
 	ReadArgs   *ra = (ReadArgs *) arg;
 	uint64		n;
-	int			rc;
 
 	ledger_spi_connect();
 	if (waiting)
@@ -346,11 +407,9 @@ read_attempt(void *arg, bool waiting)
 		ledger_wait_register(ledger_stream_lookup(ra->stream_name, false, &stream) ? stream.stream_id : 0);
 		PushActiveSnapshot(GetLatestSnapshot());
 	}
-	rc = SPI_execute_plan(read_plan(ra->variant), ra->args, ra->argnulls, true, ra->limit);
+	n = emit_cursor(&ra->sink, read_plan(ra->variant), ra->args, ra->argnulls);
 	if (waiting)
 		PopActiveSnapshot();
-	ledger_spi_check(rc, SPI_OK_SELECT, "read");
-	n = emit_spi_result(&ra->sink);
 	SPI_finish();
 	return n;
 }
@@ -393,7 +452,14 @@ ledger_read(PG_FUNCTION_ARGS)
 	{
 		int			arg = READ_FIRST_FILTER_ARG + i;
 
-		if (PG_ARGISNULL(arg))
+		/*
+		 * all_tags => '{}' holds for every entry: no filter (the tag index
+		 * leaves untagged entries out, so it must not be asked).
+		 */
+		if (PG_ARGISNULL(arg) ||
+			((READ_ORDER_KEY << i) == READ_ALL_TAGS &&
+			 ArrayGetNItems(ARR_NDIM(PG_GETARG_ARRAYTYPE_P(arg)),
+							ARR_DIMS(PG_GETARG_ARRAYTYPE_P(arg))) == 0))
 		{
 			ra.args[3 + i] = (Datum) 0;
 			ra.argnulls[3 + i] = 'n';
@@ -426,23 +492,42 @@ read_all_plan(int variant)
 {
 	static SPIPlanPtr plans[3];
 
+	/*
+	 * Every stream: the primary key's id range.  One stream: its (stream_id,
+	 * id) range, as read() scans it.  A prefix: the first $4 entries of
+	 * each matching stream, each from its own (stream_id, id) range scan,
+	 * merged by id -- the cost is (matching streams x limit), whatever the
+	 * size of the other streams.  $1 after, $2 horizon, $3 name or prefix,
+	 * $4 limit.
+	 */
+	static const char *const sql[3] = {
+		"SELECT " ENTRY_COLUMNS("s.name::pg_catalog.text")
+		" FROM ledger.entries e"
+		" JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id"
+		" WHERE e.id OPERATOR(pg_catalog.>) $1 AND e.id OPERATOR(pg_catalog.<) $2"
+		" ORDER BY e.id LIMIT $4",
+
+		"SELECT " ENTRY_COLUMNS("$3")
+		" FROM ledger.entries e"
+		" WHERE " STREAM_IS(STREAM_ID_OF("$3"))
+		" AND e.id OPERATOR(pg_catalog.>) $1 AND e.id OPERATOR(pg_catalog.<) $2"
+		" ORDER BY e.stream_id, e.id LIMIT $4",
+
+		"SELECT " ENTRY_COLUMNS("s.name::pg_catalog.text")
+		" FROM ledger.streams s CROSS JOIN LATERAL"
+		" (SELECT e.* FROM ledger.entries e"
+		"   WHERE " STREAM_IS("s.stream_id")
+		"   AND e.id OPERATOR(pg_catalog.>) $1 AND e.id OPERATOR(pg_catalog.<) $2"
+		"   ORDER BY e.stream_id, e.id LIMIT $4) e"
+		" WHERE pg_catalog.starts_with(s.name, $3)"
+		" ORDER BY e.id LIMIT $4"
+	};
+
 	if (plans[variant] == NULL)
 	{
-		static const char *const filters[3] = {
-			"",
-			" AND s.name OPERATOR(pg_catalog.=) $3",
-			" AND pg_catalog.starts_with(s.name, $3)"
-		};
 		Oid			types[4] = {INT8OID, INT8OID, TEXTOID, INT8OID};
-		char	   *sql = psprintf("SELECT " ENTRY_COLUMNS("s.name::pg_catalog.text")
-								   " FROM ledger.entries e"
-								   " JOIN ledger.streams s ON s.stream_id OPERATOR(pg_catalog.=) e.stream_id"
-								   " WHERE e.id OPERATOR(pg_catalog.>) $1 AND e.id OPERATOR(pg_catalog.<) $2%s"
-								   " ORDER BY e.id LIMIT $4",
-								   filters[variant]);
 
-		plans[variant] = ledger_prepare_plan(sql, 4, types);
-		pfree(sql);
+		plans[variant] = ledger_prepare_plan(sql[variant], 4, types);
 	}
 	return plans[variant];
 }
@@ -453,7 +538,6 @@ read_all_attempt(void *arg, bool waiting)
 	ReadAllArgs *ra = (ReadAllArgs *) arg;
 	int64		horizon;
 	uint64		n = 0;
-	int			rc;
 
 	if (waiting)
 		ledger_wait_register(0);
@@ -468,13 +552,12 @@ read_all_attempt(void *arg, bool waiting)
 		 * Read with a snapshot taken after the horizon, even in a
 		 * REPEATABLE READ transaction: an older snapshot could miss an entry
 		 * below the horizon that committed since, and the next call (after
-		 * a higher id) would skip it for good.
+		 * a higher id) would skip it for good.  The snapshot stays active
+		 * for the cursor's whole life.
 		 */
 		PushActiveSnapshot(GetLatestSnapshot());
-		rc = SPI_execute_plan(read_all_plan(ra->variant), ra->args, NULL, true, ra->limit);
+		n = emit_cursor(&ra->sink, read_all_plan(ra->variant), ra->args, NULL);
 		PopActiveSnapshot();
-		ledger_spi_check(rc, SPI_OK_SELECT, "read_all");
-		n = emit_spi_result(&ra->sink);
 	}
 	SPI_finish();
 	return n;
@@ -613,3 +696,51 @@ ledger_get(PG_FUNCTION_ARGS)
 	PG_RETURN_HEAPTUPLEHEADER(result);
 }
 
+
+/* --- tag_keys() ---------------------------------------------------------- */
+
+/*
+ * ledger.tag_keys(stream_id, tags): each tag prefixed with "<stream_id>:",
+ * the keys of the GIN index that serves tag filters within one stream (a
+ * plain index on tags would find every stream's entries with the tag).  The
+ * stream id holds no ':', so the first one ends it whatever the tag holds.
+ * IMMUTABLE: it depends on its arguments only.
+ */
+Datum
+ledger_tag_keys(PG_FUNCTION_ARGS)
+{
+	int32		stream_id = PG_GETARG_INT32(0);
+	ArrayType  *tags = PG_GETARG_ARRAYTYPE_P(1);
+	char		prefix[16];
+	int			plen;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			nelems;
+	Datum	   *keys;
+	int			nkeys = 0;
+
+	plen = snprintf(prefix, sizeof(prefix), "%d:", stream_id);
+	deconstruct_array(tags, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elem_nulls, &nelems);
+	if (nelems == 0)
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(TEXTOID));
+	keys = palloc(nelems * sizeof(Datum));
+	for (int i = 0; i < nelems; i++)
+	{
+		text	   *tag;
+		text	   *key;
+		int			len;
+
+		CHECK_FOR_INTERRUPTS();
+		if (elem_nulls[i])
+			continue;
+		tag = DatumGetTextPP(elems[i]);
+		len = VARSIZE_ANY_EXHDR(tag);
+		key = palloc(VARHDRSZ + plen + len);
+		SET_VARSIZE(key, VARHDRSZ + plen + len);
+		memcpy(VARDATA(key), prefix, plen);
+		memcpy(VARDATA(key) + plen, VARDATA_ANY(tag), len);
+		keys[nkeys++] = PointerGetDatum(key);
+	}
+	PG_RETURN_ARRAYTYPE_P(nkeys == 0 ? construct_empty_array(TEXTOID) :
+						  construct_array(keys, nkeys, TEXTOID, -1, false, TYPALIGN_INT));
+}
