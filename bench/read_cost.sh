@@ -25,11 +25,15 @@ set -uo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 . "$SRC/test/lib/common.sh"
-OTHER_N=${BENCH_OTHER_N:-10000000}
+# Called by bench/run.sh: --quick (or BENCH_QUICK=1) loads 100,000 entries,
+# BENCH_OUT names the output directory, and the build is run.sh's.
+QUICK=${BENCH_QUICK:-0}
+[ "${1:-}" = --quick ] && QUICK=1
+if [ "$QUICK" = 1 ]; then OTHER_N=${BENCH_OTHER_N:-100000}; else OTHER_N=${BENCH_OTHER_N:-10000000}; fi
 CHUNK=10000
 
 TS=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$SRC/bench/results/$TS
+OUT=${BENCH_OUT:-$SRC/bench/results/$TS}
 mkdir -p "$OUT" || exit 1
 
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
@@ -132,5 +136,6 @@ probe after
 		ratio = ($4 > 0) ? sprintf("%.2f", $9 / $4) : "-";
 		printf "| %s | `%s` | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $9, ratio, $5, $10 }'
 } > "$OUT/read_cost.md"
+cp "$OUT/read_cost.md" "$OUT/summary.md"
 cat "$OUT/read_cost.md"
 echo "written: $OUT/read_cost.md, $OUT/read_cost_plans.txt"

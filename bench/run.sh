@@ -509,7 +509,7 @@ if [ -f "$BENCH/read_cost.sh" ]; then
 	log "read cost against database size: bench/read_cost.sh"
 	mkdir -p "$OUT/read_cost"
 	[ "$(id -u)" = 0 ] && chown "$(ledger_test_user)" "$OUT/read_cost"
-	BENCH_OUT=$OUT/read_cost BENCH_QUICK=$QUICK PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=$PGUSER PGDATABASE=$PGDATABASE \
+	BENCH_NO_BUILD=1 BENCH_OUT=$OUT/read_cost BENCH_QUICK=$QUICK PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=$PGUSER PGDATABASE=$PGDATABASE \
 		bash "$BENCH/read_cost.sh" $([ $QUICK = 1 ] && echo --quick) > "$OUT/read_cost.log" 2>&1 \
 		|| problem "read_cost.sh failed (exit $?): $(tail -3 "$OUT/read_cost.log" | tr '\n' ' ')"
 else
