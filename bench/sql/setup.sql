@@ -42,6 +42,7 @@ CREATE INDEX plain_stream_id_idx ON bench.plain (stream, id);
 CREATE UNIQUE INDEX plain_stream_seq_idx ON bench.plain (stream, seq);
 CREATE INDEX plain_stream_order_idx ON bench.plain (stream, order_key, id);
 CREATE UNIQUE INDEX plain_stream_dedup_idx ON bench.plain (stream, dedup_key) WHERE dedup_key <> '';
+CREATE INDEX plain_tags_idx ON bench.plain USING gin (tags) WHERE tags <> '{}';	-- as ledger's tag index (partial, tagged rows only)
 CREATE SEQUENCE bench.plain_seq;
 
 CREATE TABLE bench.md_entries (LIKE bench.plain INCLUDING DEFAULTS);
