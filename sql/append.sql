@@ -124,3 +124,33 @@ RESET ledger.max_payload_bytes;
 SELECT ledger.count('s');
 SHOW ledger.max_payload_bytes;
 SELECT pg_temp.err($$SET ledger.max_payload_bytes = 0$$);
+
+-- A batch's dedup keys are sorted, not compared pairwise, and every loop
+-- checks for interrupts: a batch of 150,000 keys is cancelled by its
+-- statement_timeout at once (it took 47 s when duplicates were found in
+-- O(n^2) without CHECK_FOR_INTERRUPTS, the stream locked all the while).
+CREATE TEMP TABLE big_batch AS
+	SELECT array_agg(row(jsonb_build_object('i', g), '', 'key-' || g, '{}', '{}')::ledger.append_input ORDER BY g) AS b
+	FROM generate_series(1, 150000) g;
+SELECT clock_timestamp() AS t0 \gset
+\set VERBOSITY terse
+SET statement_timeout = '500ms';
+SELECT count(*) FROM ledger.append_batch('dedup-cancel', (SELECT b FROM big_batch));
+RESET statement_timeout;
+\set VERBOSITY default
+SELECT clock_timestamp() - :'t0'::timestamptz < interval '5 s' AS cancelled_promptly;
+SELECT ledger.count('dedup-cancel');
+DROP TABLE big_batch;
+
+-- duplicates inside a batch point at the first occurrence; keys the stream
+-- holds already point at that entry
+SELECT ledger.append('dup-mix', '"old b"', dedup_key => 'b') AS old_b \gset
+CREATE TEMP TABLE dup_result AS
+SELECT * FROM ledger.append_batch('dup-mix', '[{"payload": 1, "dedup_key": "a"}, {"payload": 2, "dedup_key": "b"},
+	{"payload": 3}, {"payload": 4, "dedup_key": "a"}, {"payload": 5, "dedup_key": "c"},
+	{"payload": 6, "dedup_key": "b"}, {"payload": 7, "dedup_key": "c"}, {"payload": 8, "dedup_key": "a"},
+	{"payload": 9}, {"payload": 10, "dedup_key": "aa"}]'::jsonb);
+SELECT r.ord, r.seq, r.duplicate, r.id = :old_b AS is_old_b, e.payload
+FROM dup_result r LEFT JOIN ledger.read('dup-mix') e USING (id) ORDER BY r.ord;
+SELECT seq, payload, dedup_key FROM ledger.read('dup-mix');
+DROP TABLE dup_result;

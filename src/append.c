@@ -20,6 +20,7 @@
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -59,13 +60,6 @@ empty_tags(void)
 	return construct_empty_array(TEXTOID);
 }
 
-static bool
-same_text(text *a, text *b)
-{
-	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
-		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
-}
-
 /* Fill NULL optional fields with their defaults and validate the item. */
 static void
 complete_item(LedgerAppendItem *item, int ordinal)
@@ -89,31 +83,101 @@ complete_item(LedgerAppendItem *item, int ordinal)
 	item->duplicate = false;
 }
 
+/* A batch item's dedup key, for sorting the batch by key. */
+typedef struct DedupRef
+{
+	text	   *key;
+	int			item;			/* index into the batch */
+} DedupRef;
+
+/* Order by key bytes (length first: only equality matters), then position. */
+static int
+dedup_key_cmp(const text *a, const text *b)
+{
+	Size		la = VARSIZE_ANY_EXHDR(a);
+	Size		lb = VARSIZE_ANY_EXHDR(b);
+
+	if (la != lb)
+		return la < lb ? -1 : 1;
+	return memcmp(VARDATA_ANY(a), VARDATA_ANY(b), la);
+}
+
+static int
+dedup_ref_cmp(const void *a, const void *b)
+{
+	const DedupRef *ra = (const DedupRef *) a;
+	const DedupRef *rb = (const DedupRef *) b;
+	int			c = dedup_key_cmp(ra->key, rb->key);
+
+	if (c != 0)
+		return c;
+	return ra->item < rb->item ? -1 : ra->item > rb->item ? 1 : 0;
+}
+
+/* The first ref (lowest position) whose key equals key, or -1. */
+static int
+dedup_ref_find(DedupRef *refs, int nrefs, text *key)
+{
+	int			lo = 0,
+				hi = nrefs;
+
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (dedup_key_cmp(refs[mid].key, key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < nrefs && dedup_key_cmp(refs[lo].key, key) == 0 ? lo : -1;
+}
+
 /*
- * Mark duplicates: first against earlier items of the same batch, then
- * against the stream's existing entries (one probe for all keys).  Returns
+ * Mark duplicates: against the stream's existing entries (one probe for all
+ * keys), then against earlier items of the same batch.  The batch's keys are
+ * sorted once, so both steps are O(n log n) -- the stream is locked
+ * meanwhile, and a batch may carry hundreds of thousands of keys.  Returns
  * the number of duplicates.
  */
 static int
 resolve_duplicates(int32 stream_id, LedgerAppendItem *items, int nitems)
 {
 	static SPIPlanPtr plan = NULL;
+	DedupRef   *refs;
 	Datum	   *keys;
+	int			nrefs = 0;
 	int			nkeys = 0;
 	int			ndup = 0;
-	int			i,
-				j;
+	int			run = 0;
+	int			i;
 	uint64		r;
 
-	keys = palloc(sizeof(Datum) * nitems);
+	refs = palloc(sizeof(DedupRef) * nitems);
 	for (i = 0; i < nitems; i++)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (VARSIZE_ANY_EXHDR(items[i].dedup_key) == 0)
 			continue;
-		keys[nkeys++] = PointerGetDatum(items[i].dedup_key);
+		refs[nrefs].key = items[i].dedup_key;
+		refs[nrefs].item = i;
+		nrefs++;
 	}
-	if (nkeys == 0)
+	if (nrefs == 0)
+	{
+		pfree(refs);
 		return 0;
+	}
+	qsort(refs, nrefs, sizeof(DedupRef), dedup_ref_cmp);
+
+	/* each distinct key once, for the probe */
+	keys = palloc(sizeof(Datum) * nrefs);
+	for (i = 0; i < nrefs; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (i == 0 || dedup_key_cmp(refs[i - 1].key, refs[i].key) != 0)
+			keys[nkeys++] = PointerGetDatum(refs[i].key);
+	}
 
 	if (plan == NULL)
 	{
@@ -133,8 +197,11 @@ resolve_duplicates(int32 stream_id, LedgerAppendItem *items, int nitems)
 		args[1] = PointerGetDatum(construct_array(keys, nkeys, TEXTOID, -1, false, TYPALIGN_INT));
 		rc = SPI_execute_plan(plan, args, NULL, false, 0);
 		ledger_spi_check(rc, SPI_OK_SELECT, "dedup probe");
+		pfree(DatumGetPointer(args[1]));
 	}
+	pfree(keys);
 
+	/* Every item whose key the stream already holds is that entry. */
 	for (r = 0; r < SPI_processed; r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];
@@ -143,35 +210,46 @@ resolve_duplicates(int32 stream_id, LedgerAppendItem *items, int nitems)
 		text	   *key = DatumGetTextPP(SPI_getbinval(tup, desc, 1, &isnull));
 		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		int64		seq = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		int			k;
 
-		for (i = 0; i < nitems; i++)
+		CHECK_FOR_INTERRUPTS();
+		for (k = dedup_ref_find(refs, nrefs, key);
+			 k >= 0 && k < nrefs && dedup_key_cmp(refs[k].key, key) == 0;
+			 k++)
 		{
-			if (!items[i].duplicate && same_text(items[i].dedup_key, key))
+			LedgerAppendItem *item = &items[refs[k].item];
+
+			if (!item->duplicate)
 			{
-				items[i].duplicate = true;
-				items[i].id = id;
-				items[i].seq = seq;
+				item->duplicate = true;
+				item->id = id;
+				item->seq = seq;
 				ndup++;
 			}
 		}
 	}
 
-	/* Later occurrences of a key inside the batch; ids are filled later. */
-	for (i = 1; i < nitems; i++)
+	/*
+	 * Later occurrences of a key inside the batch point at the first one
+	 * (the sort puts it first in its run); ids are filled in later.
+	 */
+	for (i = 1; i < nrefs; i++)
 	{
-		if (items[i].duplicate || VARSIZE_ANY_EXHDR(items[i].dedup_key) == 0)
-			continue;
-		for (j = 0; j < i; j++)
+		LedgerAppendItem *item = &items[refs[i].item];
+
+		CHECK_FOR_INTERRUPTS();
+		if (dedup_key_cmp(refs[run].key, refs[i].key) != 0)
 		{
-			if (same_text(items[i].dedup_key, items[j].dedup_key))
-			{
-				items[i].duplicate = true;
-				items[i].id = -(j + 1);	/* resolved after ids are assigned */
-				ndup++;
-				break;
-			}
+			run = i;
+			continue;
 		}
+		if (item->duplicate)
+			continue;
+		item->duplicate = true;
+		item->id = -(refs[run].item + 1);	/* resolved after ids are assigned */
+		ndup++;
 	}
+	pfree(refs);
 	return ndup;
 }
 
@@ -249,6 +327,7 @@ insert_many(int32 stream_id, int32 version, LedgerAppendItem *items, int nitems,
 
 	for (i = 0; i < nitems; i++)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (items[i].duplicate)
 			continue;
 		ids[k] = Int64GetDatum(items[i].id);
@@ -347,7 +426,10 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 	int			i;
 
 	for (i = 0; i < nitems; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
 		complete_item(&items[i], nitems > 1 ? i + 1 : 0);
+	}
 	if (has_version && schema_version < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -422,6 +504,7 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 		ledger_horizon_before_id();
 		for (i = 0; i < nitems; i++)
 		{
+			CHECK_FOR_INTERRUPTS();
 			if (items[i].duplicate)
 				continue;
 			items[i].id = nextval_internal(seqoid, false);
@@ -437,6 +520,7 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 	/* In-batch duplicates point at the item that came first. */
 	for (i = 0; i < nitems; i++)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (items[i].duplicate && items[i].id < 0)
 		{
 			LedgerAppendItem *first = &items[-items[i].id - 1];
@@ -483,6 +567,7 @@ return_batch(FunctionCallInfo fcinfo, LedgerAppendItem *items, int nitems)
 		Datum		values[4];
 		bool		nulls[4] = {false, false, false, false};
 
+		CHECK_FOR_INTERRUPTS();
 		values[0] = Int32GetDatum(i + 1);
 		values[1] = Int64GetDatum(items[i].id);
 		values[2] = Int64GetDatum(items[i].seq);
@@ -535,6 +620,7 @@ ledger_append_batch(PG_FUNCTION_ARGS)
 		Datum		values[5];
 		bool		nulls[5];
 
+		CHECK_FOR_INTERRUPTS();
 		if (elemnulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -692,6 +778,7 @@ ledger_append_batch_jsonb(PG_FUNCTION_ARGS)
 	it = JsonbIteratorInit(&entries->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (tok != WJB_ELEM)
 			continue;
 		item_from_json(&v, &items[i], i + 1);
