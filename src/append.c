@@ -16,30 +16,38 @@
 #include "ledger.h"
 
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "compat.h"
+#include "executor/executor.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/typcache.h"
 
 PG_FUNCTION_INFO_V1(ledger_append);
 PG_FUNCTION_INFO_V1(ledger_append_batch);
 PG_FUNCTION_INFO_V1(ledger_append_batch_jsonb);
 
+/* ledger.entries or ledger.entries_id_seq, looked up by name */
 static Oid
-entries_id_sequence(void)
+ledger_relation(const char *relname)
 {
 	Oid			nsp = get_namespace_oid(LEDGER_SCHEMA, false);
-	Oid			seq = get_relname_relid("entries_id_seq", nsp);
+	Oid			relid = get_relname_relid(relname, nsp);
 
-	if (!OidIsValid(seq))
-		elog(ERROR, "ledger: sequence ledger.entries_id_seq is missing");
-	return seq;
+	if (!OidIsValid(relid))
+		elog(ERROR, "ledger: relation ledger.%s is missing", relname);
+	return relid;
 }
 
 static text *
@@ -253,6 +261,154 @@ resolve_duplicates(int32 stream_id, LedgerAppendItem *items, int nitems)
 	return ndup;
 }
 
+/*
+ * The entries table's layout, as the direct insert writes it.  A table that
+ * differs (or carries INSERT triggers, CHECK constraints or generated
+ * columns that only the executor would honour) is written through SPI.
+ */
+static const char *const entry_columns[] = {
+	"id", "seq", "created_at", "stream_id", "schema_version", "updated_at",
+	"order_key", "dedup_key", "payload", "metadata", "tags", "annotations"
+};
+
+#define ENTRY_NCOLUMNS	lengthof(entry_columns)
+
+/* Rows formed and inserted per heap_multi_insert() call. */
+#define DIRECT_INSERT_CHUNK 1000
+
+static bool
+entries_direct_ok(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	TriggerDesc *trig = rel->trigdesc;
+	int			i;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION || desc->natts != ENTRY_NCOLUMNS)
+		return false;
+	if (trig != NULL &&
+		(trig->trig_insert_before_row || trig->trig_insert_after_row ||
+		 trig->trig_insert_instead_row || trig->trig_insert_before_statement ||
+		 trig->trig_insert_after_statement || trig->trig_insert_new_table))
+		return false;
+	if (desc->constr != NULL &&
+		(desc->constr->num_check > 0 || desc->constr->has_generated_stored))
+		return false;
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || strcmp(NameStr(att->attname), entry_columns[i]) != 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Insert the batch's new rows straight into the heap and its indexes, as
+ * COPY does, instead of planning and running an INSERT: no executor
+ * start-up, one heap_multi_insert() per chunk.  The unique indexes
+ * ((stream_id, seq), (stream_id, dedup_key)) are still checked by
+ * index_insert(), so a violation raises 23505 as the INSERT did.  Returns
+ * false (nothing written) when the table needs the executor.
+ */
+static bool
+insert_direct(Oid relid, int32 stream_id, int32 version,
+			  LedgerAppendItem *items, int nitems)
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot **slots;
+	MemoryContext chunk_cxt;
+	MemoryContext oldcxt;
+	CommandId	cid;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	Datum		annotations = PointerGetDatum(empty_object());
+	int			nslots;
+	int			i = 0;
+
+	rel = table_open(relid, RowExclusiveLock);
+	if (!entries_direct_ok(rel))
+	{
+		table_close(rel, RowExclusiveLock);
+		return false;
+	}
+
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	cid = GetCurrentCommandId(true);
+
+	nslots = Min(nitems, DIRECT_INSERT_CHUNK);
+	slots = palloc(sizeof(TupleTableSlot *) * nslots);
+	for (i = 0; i < nslots; i++)
+		slots[i] = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
+
+	chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "ledger append chunk",
+									  ALLOCSET_DEFAULT_SIZES);
+	i = 0;
+	while (i < nitems)
+	{
+		int			n = 0;
+		int			k;
+
+		oldcxt = MemoryContextSwitchTo(chunk_cxt);
+		for (; i < nitems && n < nslots; i++)
+		{
+			LedgerAppendItem *item = &items[i];
+			Datum		values[ENTRY_NCOLUMNS];
+			bool		nulls[ENTRY_NCOLUMNS] = {false};
+
+			CHECK_FOR_INTERRUPTS();
+			if (item->duplicate)
+				continue;
+			values[0] = Int64GetDatum(item->id);
+			values[1] = Int64GetDatum(item->seq);
+			values[2] = TimestampTzGetDatum(now);
+			values[3] = Int32GetDatum(stream_id);
+			values[4] = Int32GetDatum(version);
+			values[5] = (Datum) 0;
+			nulls[5] = true;	/* updated_at: never changed yet */
+			values[6] = PointerGetDatum(item->order_key);
+			values[7] = PointerGetDatum(item->dedup_key);
+			values[8] = PointerGetDatum(item->payload);
+			values[9] = PointerGetDatum(item->metadata);
+			values[10] = PointerGetDatum(item->tags);
+			values[11] = annotations;
+			ExecStoreHeapTuple(heap_form_tuple(RelationGetDescr(rel), values, nulls),
+							   slots[n], false);
+			n++;
+		}
+
+		if (n == 1)
+			table_tuple_insert(rel, slots[0], cid, 0, NULL);
+		else if (n > 1)
+			table_multi_insert(rel, slots, n, cid, 0, NULL);
+		for (k = 0; k < n; k++)
+		{
+			List	   *recheck;
+
+			CHECK_FOR_INTERRUPTS();
+			recheck = ledger_insert_index_tuples(rri, slots[k], estate);
+			list_free(recheck);
+			ResetPerTupleExprContext(estate);
+			ExecClearTuple(slots[k]);
+		}
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(chunk_cxt);
+	}
+
+	MemoryContextDelete(chunk_cxt);
+	for (i = 0; i < nslots; i++)
+		ExecDropSingleTupleTableSlot(slots[i]);
+	pfree(slots);
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);	/* the lock is held to commit, as an INSERT's */
+	return true;
+}
+
 static void
 insert_one(int32 stream_id, int32 version, LedgerAppendItem *item)
 {
@@ -360,54 +516,6 @@ insert_many(int32 stream_id, int32 version, LedgerAppendItem *items, int nitems,
 }
 
 /*
- * The common append -- one entry, no dedup key -- as a single statement:
- * the stream row's UPDATE (which numbers and serializes appends) feeds the
- * INSERT through a CTE, so the executor runs once.  Returns false when the
- * stream does not exist yet.
- */
-static bool
-append_one_fast(const char *stream_name, LedgerAppendItem *item,
-				int32 schema_version, int32 *stream_id)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		args[6];
-	bool		isnull;
-	int			rc;
-
-	if (plan == NULL)
-	{
-		Oid			types[6] = {TEXTOID, INT4OID, TEXTOID, JSONBOID, JSONBOID, TEXTARRAYOID};
-
-		plan = ledger_prepare_plan("WITH s AS (UPDATE ledger.streams"
-								   " SET last_seq = last_seq OPERATOR(pg_catalog.+) 1"
-								   " WHERE name OPERATOR(pg_catalog.=) $1"
-								   " RETURNING stream_id, last_seq)"
-								   " INSERT INTO ledger.entries (id, seq, created_at, stream_id,"
-								   " schema_version, order_key, dedup_key, payload, metadata, tags,"
-								   " annotations)"
-								   " SELECT pg_catalog.nextval('ledger.entries_id_seq'::pg_catalog.regclass),"
-								   " s.last_seq, pg_catalog.now(), s.stream_id,"
-								   " $2, $3, '', $4, $5, $6, '{}' FROM s"
-								   " RETURNING id, seq, stream_id",
-								   6, types);
-	}
-	args[0] = CStringGetTextDatum(stream_name);
-	args[1] = Int32GetDatum(schema_version);
-	args[2] = PointerGetDatum(item->order_key);
-	args[3] = PointerGetDatum(item->payload);
-	args[4] = PointerGetDatum(item->metadata);
-	args[5] = PointerGetDatum(item->tags);
-	rc = SPI_execute_plan(plan, args, NULL, false, 0);
-	ledger_spi_check(rc, SPI_OK_INSERT_RETURNING, "append");
-	if (SPI_processed == 0)
-		return false;
-	item->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	item->seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	*stream_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-	return true;
-}
-
-/*
  * Append items to a stream.  On return each item carries its id and seq,
  * and duplicate = true when its dedup key was already taken (by an existing
  * entry or an earlier item of the batch), with that entry's id and seq.
@@ -445,41 +553,7 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 	ledger_spi_connect();
 	version = has_version ? schema_version : ledger_current_version(stream_name);
 
-	/*
-	 * The horizon must know our floor before we draw an id.  Publishing it
-	 * before the stream lock (which may wait) holds read_all back a little
-	 * longer, never less.
-	 */
-	if (nitems == 1 && VARSIZE_ANY_EXHDR(items[0].dedup_key) == 0)
-	{
-		int32		stream_id;
-		int			attempt;
-
-		ledger_horizon_before_id();
-		for (attempt = 0; attempt < 2; attempt++)
-		{
-			if (append_one_fast(stream_name, &items[0], version, &stream_id))
-				break;
-			ledger_stream_create(stream_name);
-		}
-		if (attempt == 2)
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("could not serialize access due to concurrent creation of stream \"%s\"",
-							stream_name),
-					 errhint("Retry the transaction.")));
-		if (has_expected_seq && expected_seq != items[0].seq - 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("stream \"%s\" is at seq " INT64_FORMAT ", not at the expected seq " INT64_FORMAT,
-							stream_name, items[0].seq - 1, expected_seq),
-					 errdetail("The stream's last seq is " INT64_FORMAT ".", items[0].seq - 1)));
-		ledger_wait_note_append(stream_id);
-		SPI_finish();
-		return;
-	}
-
-	seqoid = entries_id_sequence();
+	seqoid = ledger_relation("entries_id_seq");
 
 	ledger_stream_lock(stream_name, nitems, &stream);
 	prev_last_seq = stream.last_seq - nitems;
@@ -510,10 +584,15 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 			items[i].id = nextval_internal(seqoid, false);
 			items[i].seq = ++next_seq;
 		}
-		if (nitems == 1)
-			insert_one(stream.stream_id, version, &items[0]);
-		else
-			insert_many(stream.stream_id, version, items, nitems, nnew);
+		if (!insert_direct(ledger_relation("entries"), stream.stream_id, version,
+						   items, nitems))
+		{
+			/* the table needs the executor (e.g. an INSERT trigger) */
+			if (nitems == 1)
+				insert_one(stream.stream_id, version, &items[0]);
+			else
+				insert_many(stream.stream_id, version, items, nitems, nnew);
+		}
 		ledger_wait_note_append(stream.stream_id);
 	}
 

@@ -14,6 +14,7 @@
 
 #include "access/xlogdefs.h"
 #include "common/jsonapi.h"
+#include "executor/executor.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "replication/message.h"
@@ -82,6 +83,17 @@ ledger_json_is_valid(char *text, int len)
 	lex = makeJsonLexContextCstringLen(text, len, GetDatabaseEncoding(), true);
 #endif
 	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
+}
+
+/* Insert a new heap tuple's index entries (16 added onlySummarizing). */
+static inline List *
+ledger_insert_index_tuples(ResultRelInfo *rri, TupleTableSlot *slot, EState *estate)
+{
+#if PG_VERSION_NUM >= 160000
+	return ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL, false);
+#else
+	return ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+#endif
 }
 
 #endif							/* LEDGER_COMPAT_H */
