@@ -174,3 +174,16 @@ SELECT ledger.append('uniq', '6') > 0 AS ok;
 SELECT count(*) AS fired FROM pg_temp.fired;
 DROP TRIGGER entries_test_insert ON ledger.entries;
 SELECT seq, payload FROM ledger.read('uniq');
+
+-- Many appends to one stream in one transaction fill the stream row's page
+-- with versions no one can prune, so some updates of the row are not HOT
+-- and need index entries of their own: the row is still found by name
+DO $$
+BEGIN
+	FOR i IN 1..400 LOOP
+		PERFORM ledger.append('many-versions', to_jsonb(i));
+	END LOOP;
+END $$;
+SELECT ledger.append('many-versions', '401') > 0 AS ok;
+SELECT count, first_seq, last_seq FROM ledger.stat('many-versions');
+SELECT count(*) FROM ledger.streams WHERE name = 'many-versions';

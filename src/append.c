@@ -390,7 +390,7 @@ insert_direct(Oid relid, int32 stream_id, int32 version,
 			List	   *recheck;
 
 			CHECK_FOR_INTERRUPTS();
-			recheck = ledger_insert_index_tuples(rri, slots[k], estate);
+			recheck = ledger_insert_index_tuples(rri, slots[k], estate, false);
 			list_free(recheck);
 			ResetPerTupleExprContext(estate);
 			ExecClearTuple(slots[k]);
