@@ -16,29 +16,38 @@
 #include "ledger.h"
 
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "compat.h"
+#include "executor/executor.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/typcache.h"
 
 PG_FUNCTION_INFO_V1(ledger_append);
 PG_FUNCTION_INFO_V1(ledger_append_batch);
 PG_FUNCTION_INFO_V1(ledger_append_batch_jsonb);
 
+/* ledger.entries or ledger.entries_id_seq, looked up by name */
 static Oid
-entries_id_sequence(void)
+ledger_relation(const char *relname)
 {
 	Oid			nsp = get_namespace_oid(LEDGER_SCHEMA, false);
-	Oid			seq = get_relname_relid("entries_id_seq", nsp);
+	Oid			relid = get_relname_relid(relname, nsp);
 
-	if (!OidIsValid(seq))
-		elog(ERROR, "ledger: sequence ledger.entries_id_seq is missing");
-	return seq;
+	if (!OidIsValid(relid))
+		elog(ERROR, "ledger: relation ledger.%s is missing", relname);
+	return relid;
 }
 
 static text *
@@ -57,13 +66,6 @@ static ArrayType *
 empty_tags(void)
 {
 	return construct_empty_array(TEXTOID);
-}
-
-static bool
-same_text(text *a, text *b)
-{
-	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
-		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
 }
 
 /* Fill NULL optional fields with their defaults and validate the item. */
@@ -89,31 +91,101 @@ complete_item(LedgerAppendItem *item, int ordinal)
 	item->duplicate = false;
 }
 
+/* A batch item's dedup key, for sorting the batch by key. */
+typedef struct DedupRef
+{
+	text	   *key;
+	int			item;			/* index into the batch */
+} DedupRef;
+
+/* Order by key bytes (length first: only equality matters), then position. */
+static int
+dedup_key_cmp(const text *a, const text *b)
+{
+	Size		la = VARSIZE_ANY_EXHDR(a);
+	Size		lb = VARSIZE_ANY_EXHDR(b);
+
+	if (la != lb)
+		return la < lb ? -1 : 1;
+	return memcmp(VARDATA_ANY(a), VARDATA_ANY(b), la);
+}
+
+static int
+dedup_ref_cmp(const void *a, const void *b)
+{
+	const DedupRef *ra = (const DedupRef *) a;
+	const DedupRef *rb = (const DedupRef *) b;
+	int			c = dedup_key_cmp(ra->key, rb->key);
+
+	if (c != 0)
+		return c;
+	return ra->item < rb->item ? -1 : ra->item > rb->item ? 1 : 0;
+}
+
+/* The first ref (lowest position) whose key equals key, or -1. */
+static int
+dedup_ref_find(DedupRef *refs, int nrefs, text *key)
+{
+	int			lo = 0,
+				hi = nrefs;
+
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (dedup_key_cmp(refs[mid].key, key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < nrefs && dedup_key_cmp(refs[lo].key, key) == 0 ? lo : -1;
+}
+
 /*
- * Mark duplicates: first against earlier items of the same batch, then
- * against the stream's existing entries (one probe for all keys).  Returns
+ * Mark duplicates: against the stream's existing entries (one probe for all
+ * keys), then against earlier items of the same batch.  The batch's keys are
+ * sorted once, so both steps are O(n log n) -- the stream is locked
+ * meanwhile, and a batch may carry hundreds of thousands of keys.  Returns
  * the number of duplicates.
  */
 static int
 resolve_duplicates(int32 stream_id, LedgerAppendItem *items, int nitems)
 {
 	static SPIPlanPtr plan = NULL;
+	DedupRef   *refs;
 	Datum	   *keys;
+	int			nrefs = 0;
 	int			nkeys = 0;
 	int			ndup = 0;
-	int			i,
-				j;
+	int			run = 0;
+	int			i;
 	uint64		r;
 
-	keys = palloc(sizeof(Datum) * nitems);
+	refs = palloc(sizeof(DedupRef) * nitems);
 	for (i = 0; i < nitems; i++)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (VARSIZE_ANY_EXHDR(items[i].dedup_key) == 0)
 			continue;
-		keys[nkeys++] = PointerGetDatum(items[i].dedup_key);
+		refs[nrefs].key = items[i].dedup_key;
+		refs[nrefs].item = i;
+		nrefs++;
 	}
-	if (nkeys == 0)
+	if (nrefs == 0)
+	{
+		pfree(refs);
 		return 0;
+	}
+	qsort(refs, nrefs, sizeof(DedupRef), dedup_ref_cmp);
+
+	/* each distinct key once, for the probe */
+	keys = palloc(sizeof(Datum) * nrefs);
+	for (i = 0; i < nrefs; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (i == 0 || dedup_key_cmp(refs[i - 1].key, refs[i].key) != 0)
+			keys[nkeys++] = PointerGetDatum(refs[i].key);
+	}
 
 	if (plan == NULL)
 	{
@@ -133,8 +205,11 @@ resolve_duplicates(int32 stream_id, LedgerAppendItem *items, int nitems)
 		args[1] = PointerGetDatum(construct_array(keys, nkeys, TEXTOID, -1, false, TYPALIGN_INT));
 		rc = SPI_execute_plan(plan, args, NULL, false, 0);
 		ledger_spi_check(rc, SPI_OK_SELECT, "dedup probe");
+		pfree(DatumGetPointer(args[1]));
 	}
+	pfree(keys);
 
+	/* Every item whose key the stream already holds is that entry. */
 	for (r = 0; r < SPI_processed; r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];
@@ -143,36 +218,195 @@ resolve_duplicates(int32 stream_id, LedgerAppendItem *items, int nitems)
 		text	   *key = DatumGetTextPP(SPI_getbinval(tup, desc, 1, &isnull));
 		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		int64		seq = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		int			k;
 
-		for (i = 0; i < nitems; i++)
+		CHECK_FOR_INTERRUPTS();
+		for (k = dedup_ref_find(refs, nrefs, key);
+			 k >= 0 && k < nrefs && dedup_key_cmp(refs[k].key, key) == 0;
+			 k++)
 		{
-			if (!items[i].duplicate && same_text(items[i].dedup_key, key))
+			LedgerAppendItem *item = &items[refs[k].item];
+
+			if (!item->duplicate)
 			{
-				items[i].duplicate = true;
-				items[i].id = id;
-				items[i].seq = seq;
+				item->duplicate = true;
+				item->id = id;
+				item->seq = seq;
 				ndup++;
 			}
 		}
 	}
 
-	/* Later occurrences of a key inside the batch; ids are filled later. */
-	for (i = 1; i < nitems; i++)
+	/*
+	 * Later occurrences of a key inside the batch point at the first one
+	 * (the sort puts it first in its run); ids are filled in later.
+	 */
+	for (i = 1; i < nrefs; i++)
 	{
-		if (items[i].duplicate || VARSIZE_ANY_EXHDR(items[i].dedup_key) == 0)
-			continue;
-		for (j = 0; j < i; j++)
+		LedgerAppendItem *item = &items[refs[i].item];
+
+		CHECK_FOR_INTERRUPTS();
+		if (dedup_key_cmp(refs[run].key, refs[i].key) != 0)
 		{
-			if (same_text(items[i].dedup_key, items[j].dedup_key))
-			{
-				items[i].duplicate = true;
-				items[i].id = -(j + 1);	/* resolved after ids are assigned */
-				ndup++;
-				break;
-			}
+			run = i;
+			continue;
 		}
+		if (item->duplicate)
+			continue;
+		item->duplicate = true;
+		item->id = -(refs[run].item + 1);	/* resolved after ids are assigned */
+		ndup++;
 	}
+	pfree(refs);
 	return ndup;
+}
+
+/*
+ * The entries table's layout, as the direct insert writes it.  A table that
+ * differs (or carries INSERT triggers, CHECK constraints or generated
+ * columns that only the executor would honour) is written through SPI.
+ */
+static const char *const entry_columns[] = {
+	"id", "seq", "created_at", "stream_id", "schema_version", "updated_at",
+	"order_key", "dedup_key", "payload", "metadata", "tags", "annotations"
+};
+
+#define ENTRY_NCOLUMNS	lengthof(entry_columns)
+
+/* Rows formed and inserted per heap_multi_insert() call. */
+#define DIRECT_INSERT_CHUNK 1000
+
+static bool
+entries_direct_ok(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	TriggerDesc *trig = rel->trigdesc;
+	int			i;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION || desc->natts != ENTRY_NCOLUMNS)
+		return false;
+	if (trig != NULL &&
+		(trig->trig_insert_before_row || trig->trig_insert_after_row ||
+		 trig->trig_insert_instead_row || trig->trig_insert_before_statement ||
+		 trig->trig_insert_after_statement || trig->trig_insert_new_table))
+		return false;
+	if (desc->constr != NULL &&
+		(desc->constr->num_check > 0 || desc->constr->has_generated_stored))
+		return false;
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || strcmp(NameStr(att->attname), entry_columns[i]) != 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Insert the batch's new rows straight into the heap and its indexes, as
+ * COPY does, instead of planning and running an INSERT: no executor
+ * start-up, one heap_multi_insert() per chunk.  The unique indexes
+ * ((stream_id, seq), (stream_id, dedup_key)) are still checked by
+ * index_insert(), so a violation raises 23505 as the INSERT did.  Returns
+ * false (nothing written) when the table needs the executor.
+ */
+static bool
+insert_direct(Oid relid, int32 stream_id, int32 version,
+			  LedgerAppendItem *items, int nitems)
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot **slots;
+	MemoryContext chunk_cxt;
+	MemoryContext oldcxt;
+	CommandId	cid;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	Datum		annotations = PointerGetDatum(empty_object());
+	int			nslots;
+	int			i = 0;
+
+	rel = table_open(relid, RowExclusiveLock);
+	if (!entries_direct_ok(rel))
+	{
+		table_close(rel, RowExclusiveLock);
+		return false;
+	}
+
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	cid = GetCurrentCommandId(true);
+
+	nslots = Min(nitems, DIRECT_INSERT_CHUNK);
+	slots = palloc(sizeof(TupleTableSlot *) * nslots);
+	for (i = 0; i < nslots; i++)
+		slots[i] = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
+
+	chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "ledger append chunk",
+									  ALLOCSET_DEFAULT_SIZES);
+	i = 0;
+	while (i < nitems)
+	{
+		int			n = 0;
+		int			k;
+
+		oldcxt = MemoryContextSwitchTo(chunk_cxt);
+		for (; i < nitems && n < nslots; i++)
+		{
+			LedgerAppendItem *item = &items[i];
+			Datum		values[ENTRY_NCOLUMNS];
+			bool		nulls[ENTRY_NCOLUMNS] = {false};
+
+			CHECK_FOR_INTERRUPTS();
+			if (item->duplicate)
+				continue;
+			values[0] = Int64GetDatum(item->id);
+			values[1] = Int64GetDatum(item->seq);
+			values[2] = TimestampTzGetDatum(now);
+			values[3] = Int32GetDatum(stream_id);
+			values[4] = Int32GetDatum(version);
+			values[5] = (Datum) 0;
+			nulls[5] = true;	/* updated_at: never changed yet */
+			values[6] = PointerGetDatum(item->order_key);
+			values[7] = PointerGetDatum(item->dedup_key);
+			values[8] = PointerGetDatum(item->payload);
+			values[9] = PointerGetDatum(item->metadata);
+			values[10] = PointerGetDatum(item->tags);
+			values[11] = annotations;
+			ExecStoreHeapTuple(heap_form_tuple(RelationGetDescr(rel), values, nulls),
+							   slots[n], false);
+			n++;
+		}
+
+		if (n == 1)
+			table_tuple_insert(rel, slots[0], cid, 0, NULL);
+		else if (n > 1)
+			table_multi_insert(rel, slots, n, cid, 0, NULL);
+		for (k = 0; k < n; k++)
+		{
+			List	   *recheck;
+
+			CHECK_FOR_INTERRUPTS();
+			recheck = ledger_insert_index_tuples(rri, slots[k], estate, false);
+			list_free(recheck);
+			ResetPerTupleExprContext(estate);
+			ExecClearTuple(slots[k]);
+		}
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(chunk_cxt);
+	}
+
+	MemoryContextDelete(chunk_cxt);
+	for (i = 0; i < nslots; i++)
+		ExecDropSingleTupleTableSlot(slots[i]);
+	pfree(slots);
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);	/* the lock is held to commit, as an INSERT's */
+	return true;
 }
 
 static void
@@ -249,6 +483,7 @@ insert_many(int32 stream_id, int32 version, LedgerAppendItem *items, int nitems,
 
 	for (i = 0; i < nitems; i++)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (items[i].duplicate)
 			continue;
 		ids[k] = Int64GetDatum(items[i].id);
@@ -281,54 +516,6 @@ insert_many(int32 stream_id, int32 version, LedgerAppendItem *items, int nitems,
 }
 
 /*
- * The common append -- one entry, no dedup key -- as a single statement:
- * the stream row's UPDATE (which numbers and serializes appends) feeds the
- * INSERT through a CTE, so the executor runs once.  Returns false when the
- * stream does not exist yet.
- */
-static bool
-append_one_fast(const char *stream_name, LedgerAppendItem *item,
-				int32 schema_version, int32 *stream_id)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		args[6];
-	bool		isnull;
-	int			rc;
-
-	if (plan == NULL)
-	{
-		Oid			types[6] = {TEXTOID, INT4OID, TEXTOID, JSONBOID, JSONBOID, TEXTARRAYOID};
-
-		plan = ledger_prepare_plan("WITH s AS (UPDATE ledger.streams"
-								   " SET last_seq = last_seq OPERATOR(pg_catalog.+) 1"
-								   " WHERE name OPERATOR(pg_catalog.=) $1"
-								   " RETURNING stream_id, last_seq)"
-								   " INSERT INTO ledger.entries (id, seq, created_at, stream_id,"
-								   " schema_version, order_key, dedup_key, payload, metadata, tags,"
-								   " annotations)"
-								   " SELECT pg_catalog.nextval('ledger.entries_id_seq'::pg_catalog.regclass),"
-								   " s.last_seq, pg_catalog.now(), s.stream_id,"
-								   " $2, $3, '', $4, $5, $6, '{}' FROM s"
-								   " RETURNING id, seq, stream_id",
-								   6, types);
-	}
-	args[0] = CStringGetTextDatum(stream_name);
-	args[1] = Int32GetDatum(schema_version);
-	args[2] = PointerGetDatum(item->order_key);
-	args[3] = PointerGetDatum(item->payload);
-	args[4] = PointerGetDatum(item->metadata);
-	args[5] = PointerGetDatum(item->tags);
-	rc = SPI_execute_plan(plan, args, NULL, false, 0);
-	ledger_spi_check(rc, SPI_OK_INSERT_RETURNING, "append");
-	if (SPI_processed == 0)
-		return false;
-	item->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	item->seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	*stream_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-	return true;
-}
-
-/*
  * Append items to a stream.  On return each item carries its id and seq,
  * and duplicate = true when its dedup key was already taken (by an existing
  * entry or an earlier item of the batch), with that entry's id and seq.
@@ -347,7 +534,10 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 	int			i;
 
 	for (i = 0; i < nitems; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
 		complete_item(&items[i], nitems > 1 ? i + 1 : 0);
+	}
 	if (has_version && schema_version < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -363,41 +553,7 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 	ledger_spi_connect();
 	version = has_version ? schema_version : ledger_current_version(stream_name);
 
-	/*
-	 * The horizon must know our floor before we draw an id.  Publishing it
-	 * before the stream lock (which may wait) holds read_all back a little
-	 * longer, never less.
-	 */
-	if (nitems == 1 && VARSIZE_ANY_EXHDR(items[0].dedup_key) == 0)
-	{
-		int32		stream_id;
-		int			attempt;
-
-		ledger_horizon_before_id();
-		for (attempt = 0; attempt < 2; attempt++)
-		{
-			if (append_one_fast(stream_name, &items[0], version, &stream_id))
-				break;
-			ledger_stream_create(stream_name);
-		}
-		if (attempt == 2)
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("could not serialize access due to concurrent creation of stream \"%s\"",
-							stream_name),
-					 errhint("Retry the transaction.")));
-		if (has_expected_seq && expected_seq != items[0].seq - 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("stream \"%s\" is at seq " INT64_FORMAT ", not at the expected seq " INT64_FORMAT,
-							stream_name, items[0].seq - 1, expected_seq),
-					 errdetail("The stream's last seq is " INT64_FORMAT ".", items[0].seq - 1)));
-		ledger_wait_note_append(stream_id);
-		SPI_finish();
-		return;
-	}
-
-	seqoid = entries_id_sequence();
+	seqoid = ledger_relation("entries_id_seq");
 
 	ledger_stream_lock(stream_name, nitems, &stream);
 	prev_last_seq = stream.last_seq - nitems;
@@ -422,21 +578,28 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 		ledger_horizon_before_id();
 		for (i = 0; i < nitems; i++)
 		{
+			CHECK_FOR_INTERRUPTS();
 			if (items[i].duplicate)
 				continue;
 			items[i].id = nextval_internal(seqoid, false);
 			items[i].seq = ++next_seq;
 		}
-		if (nitems == 1)
-			insert_one(stream.stream_id, version, &items[0]);
-		else
-			insert_many(stream.stream_id, version, items, nitems, nnew);
+		if (!insert_direct(ledger_relation("entries"), stream.stream_id, version,
+						   items, nitems))
+		{
+			/* the table needs the executor (e.g. an INSERT trigger) */
+			if (nitems == 1)
+				insert_one(stream.stream_id, version, &items[0]);
+			else
+				insert_many(stream.stream_id, version, items, nitems, nnew);
+		}
 		ledger_wait_note_append(stream.stream_id);
 	}
 
 	/* In-batch duplicates point at the item that came first. */
 	for (i = 0; i < nitems; i++)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (items[i].duplicate && items[i].id < 0)
 		{
 			LedgerAppendItem *first = &items[-items[i].id - 1];
@@ -483,6 +646,7 @@ return_batch(FunctionCallInfo fcinfo, LedgerAppendItem *items, int nitems)
 		Datum		values[4];
 		bool		nulls[4] = {false, false, false, false};
 
+		CHECK_FOR_INTERRUPTS();
 		values[0] = Int32GetDatum(i + 1);
 		values[1] = Int64GetDatum(items[i].id);
 		values[2] = Int64GetDatum(items[i].seq);
@@ -535,6 +699,7 @@ ledger_append_batch(PG_FUNCTION_ARGS)
 		Datum		values[5];
 		bool		nulls[5];
 
+		CHECK_FOR_INTERRUPTS();
 		if (elemnulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -692,6 +857,7 @@ ledger_append_batch_jsonb(PG_FUNCTION_ARGS)
 	it = JsonbIteratorInit(&entries->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (tok != WJB_ELEM)
 			continue;
 		item_from_json(&v, &items[i], i + 1);

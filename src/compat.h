@@ -15,6 +15,8 @@
 #include "access/xlogdefs.h"
 #include "catalog/pg_proc.h"
 #include "common/jsonapi.h"
+#include "access/tableam.h"
+#include "executor/executor.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "replication/message.h"
@@ -95,6 +97,43 @@ ledger_json_is_valid(char *text, int len)
 	lex = makeJsonLexContextCstringLen(text, len, GetDatabaseEncoding(), true);
 #endif
 	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
+}
+
+/* Insert a new heap tuple's index entries (16 added onlySummarizing). */
+static inline List *
+ledger_insert_index_tuples(ResultRelInfo *rri, TupleTableSlot *slot, EState *estate,
+						   bool update)
+{
+#if PG_VERSION_NUM >= 160000
+	return ExecInsertIndexTuples(rri, slot, estate, update, false, NULL, NIL, false);
+#else
+	return ExecInsertIndexTuples(rri, slot, estate, update, false, NULL, NIL);
+#endif
+}
+
+/*
+ * Update a tuple, waiting for a concurrent updater; *update_indexes says
+ * whether the new version needs index entries (16 made it an enum).
+ */
+static inline TM_Result
+ledger_table_tuple_update(Relation rel, ItemPointer otid, TupleTableSlot *slot,
+						  CommandId cid, Snapshot snapshot, TM_FailureData *tmfd,
+						  LockTupleMode *lockmode, bool *update_indexes)
+{
+#if PG_VERSION_NUM >= 160000
+	TU_UpdateIndexes u;
+	TM_Result	res = table_tuple_update(rel, otid, slot, cid, snapshot, InvalidSnapshot,
+										 true, tmfd, lockmode, &u);
+
+	/* streams and entries have no summarizing (BRIN) index */
+	if (res == TM_Ok && u == TU_Summarizing)
+		elog(ERROR, "ledger: unexpected summarizing-only index update");
+	*update_indexes = (u == TU_All);
+	return res;
+#else
+	return table_tuple_update(rel, otid, slot, cid, snapshot, InvalidSnapshot,
+							  true, tmfd, lockmode, update_indexes);
+#endif
 }
 
 #endif							/* LEDGER_COMPAT_H */

@@ -8,15 +8,30 @@
  *		UPDATE ledger.streams SET last_seq = last_seq + n WHERE name = $1
  * The row lock it takes is held to commit, so appends to one stream are
  * numbered gaplessly in commit order, and appends to different streams never
- * touch the same row.  The update is HOT (no indexed column changes).
+ * touch the same row.  The update is HOT (no indexed column changes).  It
+ * is done in C (stream_bump_direct), with the UPDATE's semantics, since an
+ * SQL statement per append was a quarter of an append's time; the SQL
+ * UPDATE remains for a streams table someone gave UPDATE triggers.
  *
  *-------------------------------------------------------------------------
  */
 #include "ledger.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "compat.h"
+#include "executor/executor.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #define STREAM_COLUMNS \
 	"stream_id, last_seq, trimmed_seq, created_at, last_appended_at"
@@ -118,6 +133,197 @@ ledger_stream_try_lock(int32 stream_id)
 }
 
 /*
+ * The streams table's layout, as stream_bump_direct() reads and writes it.
+ * A table that differs, or that has UPDATE triggers, is updated through SPI.
+ */
+static const char *const stream_columns[] = {
+	"stream_id", "name", "last_seq", "trimmed_seq", "created_at", "last_appended_at"
+};
+
+#define STREAM_NCOLUMNS lengthof(stream_columns)
+#define STREAM_ATT_LAST_SEQ 3
+#define STREAM_ATT_TRIMMED_SEQ 4
+
+static bool
+streams_direct_ok(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	TriggerDesc *trig = rel->trigdesc;
+	int			i;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION || desc->natts != STREAM_NCOLUMNS)
+		return false;
+	if (trig != NULL &&
+		(trig->trig_update_before_row || trig->trig_update_after_row ||
+		 trig->trig_update_instead_row || trig->trig_update_before_statement ||
+		 trig->trig_update_after_statement || trig->trig_update_old_table ||
+		 trig->trig_update_new_table))
+		return false;
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || strcmp(NameStr(att->attname), stream_columns[i]) != 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * UPDATE ledger.streams SET last_seq = last_seq + delta WHERE name = $1,
+ * done in C: no executor start-up, no re-parsed CHECK constraint per call.
+ * It behaves as the UPDATE does: a fresh snapshot (read committed) finds
+ * the row, the row lock waits for a concurrent appender and then follows
+ * its update to the latest version; under repeatable read and serializable
+ * a concurrent update is a serialization failure.  The CHECK
+ * streams_seq_check is tested here.  Sets *found = false when the stream
+ * has no row; returns false (nothing done) when the table needs SPI.
+ */
+static bool
+stream_bump_direct(const char *name, int64 delta, LedgerStream *stream, bool *found)
+{
+	Oid			nsp = get_namespace_oid(LEDGER_SCHEMA, false);
+	Oid			relid = get_relname_relid("streams", nsp);
+	Oid			indexid = get_relname_relid("streams_name_key", nsp);
+	Relation	rel;
+	TupleDesc	desc;
+	Snapshot	snapshot;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tup;
+	ItemPointerData tid;
+	TupleTableSlot *slot;
+	TupleTableSlot *newslot;
+	TM_FailureData tmfd;
+	TM_Result	res;
+	LockTupleMode lockmode;
+	CommandId	cid;
+	Datum		values[STREAM_NCOLUMNS];
+	bool		nulls[STREAM_NCOLUMNS];
+	int64		last_seq;
+	int64		trimmed_seq;
+	bool		update_indexes;
+
+	if (!OidIsValid(relid) || !OidIsValid(indexid))
+		elog(ERROR, "ledger: table ledger.streams or its name index is missing");
+	rel = table_open(relid, RowExclusiveLock);
+	if (!streams_direct_ok(rel))
+	{
+		table_close(rel, RowExclusiveLock);
+		return false;
+	}
+	desc = RelationGetDescr(rel);
+
+	/* as SPI does before each statement: see this transaction's changes */
+	CommandCounterIncrement();
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	cid = GetCurrentCommandId(true);
+
+	/* systable_beginscan() takes the heap attribute number: name is 2 */
+	ScanKeyInit(&key, 2, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(name));
+	scan = systable_beginscan(rel, indexid, true, snapshot, 1, &key);
+	tup = systable_getnext(scan);
+	if (tup != NULL)
+		tid = tup->t_self;
+	systable_endscan(scan);
+	if (tup == NULL)
+	{
+		UnregisterSnapshot(snapshot);
+		table_close(rel, RowExclusiveLock);
+		*found = false;
+		return true;
+	}
+
+	slot = table_slot_create(rel, NULL);
+	res = table_tuple_lock(rel, &tid, snapshot, slot, cid, LockTupleNoKeyExclusive,
+						   LockWaitBlock,
+						   IsolationUsesXactSnapshot() ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
+						   &tmfd);
+	switch (res)
+	{
+		case TM_Ok:
+			break;
+		case TM_Updated:
+		case TM_Deleted:
+			if (IsolationUsesXactSnapshot())
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not serialize access due to concurrent update")));
+			if (res == TM_Deleted)
+			{
+				/* the row is gone: as an UPDATE that matches nothing */
+				ExecDropSingleTupleTableSlot(slot);
+				UnregisterSnapshot(snapshot);
+				table_close(rel, RowExclusiveLock);
+				*found = false;
+				return true;
+			}
+			elog(ERROR, "ledger: unexpected concurrent update of stream \"%s\"", name);
+			break;
+		default:
+			elog(ERROR, "ledger: could not lock the row of stream \"%s\" (%d)", name, (int) res);
+	}
+
+	/* the locked, latest version */
+	slot_getallattrs(slot);
+	memcpy(values, slot->tts_values, sizeof(values));
+	memcpy(nulls, slot->tts_isnull, sizeof(nulls));
+	last_seq = DatumGetInt64(values[STREAM_ATT_LAST_SEQ - 1]) + delta;
+	trimmed_seq = DatumGetInt64(values[STREAM_ATT_TRIMMED_SEQ - 1]);
+	if (trimmed_seq < 0 || trimmed_seq > last_seq)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("new row for relation \"%s\" violates check constraint \"%s\"",
+						RelationGetRelationName(rel), "streams_seq_check")));
+	values[STREAM_ATT_LAST_SEQ - 1] = Int64GetDatum(last_seq);
+
+	stream->stream_id = DatumGetInt32(values[0]);
+	stream->last_seq = last_seq;
+	stream->trimmed_seq = trimmed_seq;
+	stream->created_at = DatumGetTimestampTz(values[4]);
+	stream->has_last_appended_at = !nulls[5];
+	stream->last_appended_at = nulls[5] ? 0 : DatumGetTimestampTz(values[5]);
+
+	if (delta != 0)
+	{
+		HeapTuple	newtup;
+
+		newtup = heap_form_tuple(desc, values, nulls);
+		newslot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+		ExecStoreHeapTuple(newtup, newslot, false);
+		res = ledger_table_tuple_update(rel, &slot->tts_tid, newslot, cid, snapshot,
+										&tmfd, &lockmode, &update_indexes);
+		if (res != TM_Ok)
+			elog(ERROR, "ledger: could not update the row of stream \"%s\" (%d)", name, (int) res);
+		if (update_indexes)
+		{
+			/* not a HOT update: the indexes need the new version */
+			EState	   *estate = CreateExecutorState();
+			ResultRelInfo *rri = makeNode(ResultRelInfo);
+
+			InitResultRelInfo(rri, rel, 1, NULL, 0);
+			ExecOpenIndices(rri, false);
+			/*
+			 * update = false: true would only hint "unchanged key" to the
+			 * btree, and computing it needs a range table we do not have.
+			 */
+			list_free(ledger_insert_index_tuples(rri, newslot, estate, false));
+			ExecCloseIndices(rri);
+			FreeExecutorState(estate);
+		}
+		ExecDropSingleTupleTableSlot(newslot);
+		heap_freetuple(newtup);
+	}
+	/* delta 0 (trim): the row lock alone is what the caller wants */
+
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	table_close(rel, NoLock);	/* held to commit, as an UPDATE's */
+	*found = true;
+	return true;
+}
+
+/*
  * Lock a stream for appending (creating it on first use) and advance its
  * last_seq by seq_delta, which may be 0 to lock only.  On return
  * stream->last_seq is the value after the bump.
@@ -143,7 +349,17 @@ ledger_stream_lock(const char *name, int64 seq_delta, LedgerStream *stream)
 
 	for (attempt = 0; attempt < 2; attempt++)
 	{
-		int			rc = SPI_execute_plan(plan, args, NULL, false, 1);
+		bool		found;
+		int			rc;
+
+		if (stream_bump_direct(name, seq_delta, stream, &found))
+		{
+			if (found)
+				return;
+			ledger_stream_create(name);
+			continue;
+		}
+		rc = SPI_execute_plan(plan, args, NULL, false, 1);
 
 		ledger_spi_check(rc, SPI_OK_UPDATE_RETURNING, "stream lock");
 		if (SPI_processed == 1)
