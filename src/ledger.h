@@ -46,6 +46,8 @@ extern Jsonb *ledger_jsonb_arg(FunctionCallInfo fcinfo, int argno);
 /* spi_plan.c: plans prepared once per backend */
 extern void ledger_spi_connect(void);
 extern SPIPlanPtr ledger_prepare_plan(const char *sql, int nargs, Oid *argtypes);
+extern SPIPlanPtr ledger_prepare_plan_options(const char *sql, int nargs, Oid *argtypes,
+											  int cursor_options);
 extern void ledger_spi_check(int rc, int expected, const char *what);
 
 /* owner.c: who ledger's code runs as */

@@ -159,7 +159,8 @@ read_plan(int variant)
 		Oid			types[READ_NARGS] = {TEXTOID, INT8OID, INT8OID, TEXTOID,
 		TEXTOID, TEXTARRAYOID, JSONBOID, JSONBOID};
 
-		plans[variant] = ledger_prepare_plan(sql.data, READ_NARGS, types);
+		plans[variant] = ledger_prepare_plan_options(sql.data, READ_NARGS, types,
+													 CURSOR_OPT_GENERIC_PLAN);
 	}
 	pfree(sql.data);
 	return plans[variant];
@@ -527,7 +528,12 @@ read_all_plan(int variant)
 	{
 		Oid			types[4] = {INT8OID, INT8OID, TEXTOID, INT8OID};
 
-		plans[variant] = ledger_prepare_plan(sql[variant], 4, types);
+		/*
+		 * The prefix form keeps the plan cache's choice: only a custom plan
+		 * can turn starts_with() into a range scan of the stream names.
+		 */
+		plans[variant] = ledger_prepare_plan_options(sql[variant], 4, types,
+													 variant == 2 ? 0 : CURSOR_OPT_GENERIC_PLAN);
 	}
 	return plans[variant];
 }

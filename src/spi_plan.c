@@ -14,9 +14,22 @@
 SPIPlanPtr
 ledger_prepare_plan(const char *sql, int nargs, Oid *argtypes)
 {
+	return ledger_prepare_plan_options(sql, nargs, argtypes, 0);
+}
+
+/*
+ * With CURSOR_OPT_GENERIC_PLAN for the hot reads: their generic plans are
+ * as good as any custom one (the stream's id comes from a subquery, so no
+ * parameter value changes the plan), and the plan cache would otherwise
+ * keep re-planning them on every call when a generic plan's estimate is
+ * no cheaper than a custom one's.
+ */
+SPIPlanPtr
+ledger_prepare_plan_options(const char *sql, int nargs, Oid *argtypes, int cursor_options)
+{
 	SPIPlanPtr	plan;
 
-	plan = SPI_prepare(sql, nargs, argtypes);
+	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
 	if (plan == NULL)
 		elog(ERROR, "ledger: SPI_prepare failed for \"%s\": %s",
 			 sql, SPI_result_code_string(SPI_result));
