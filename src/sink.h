@@ -30,8 +30,12 @@
 #ifndef LEDGER_SINK_H
 #define LEDGER_SINK_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 typedef enum LedgerExportOp
 {
@@ -178,5 +182,41 @@ struct _bson_t;
  */
 extern int	ledger_bson_append_json(struct _bson_t *doc, const char *key,
 									const char *json, char *err, size_t errlen);
+
+/*
+ * Helpers every target uses.  A target runs on its sink's helper thread
+ * (sink_thread.c), where palloc and ereport must not be called, so errors go
+ * into the caller's buffer and copies are malloc'd.
+ */
+static inline void sink_set_err(char *err, size_t errlen, const char *fmt,...)
+	__attribute__((format(printf, 3, 4)));
+
+static inline void
+sink_set_err(char *err, size_t errlen, const char *fmt,...)
+{
+	va_list		ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* malloc'd copy of s; NULL for NULL or when out of memory */
+static inline char *
+sink_strdup(const char *s)
+{
+	size_t		len;
+	char	   *r;
+
+	if (s == NULL)
+		return NULL;
+	len = strlen(s) + 1;
+	r = malloc(len);
+	if (r != NULL)
+		memcpy(r, s, len);
+	return r;
+}
 
 #endif							/* LEDGER_SINK_H */

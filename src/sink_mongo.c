@@ -104,36 +104,6 @@ typedef struct MongoOptions
 	char	   *collection;
 } MongoOptions;
 
-static void set_err(char *err, size_t errlen, const char *fmt,...)
-	__attribute__((format(printf, 3, 4)));
-
-static void
-set_err(char *err, size_t errlen, const char *fmt,...)
-{
-	va_list		ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-static char *
-sink_strdup(const char *s)
-{
-	size_t		len;
-	char	   *r;
-
-	if (s == NULL)
-		return NULL;
-	len = strlen(s) + 1;
-	r = malloc(len);
-	if (r != NULL)
-		memcpy(r, s, len);
-	return r;
-}
-
 static void
 fail_as(LedgerSinkFailure *failure, LedgerSinkErrorKind kind, int index)
 {
@@ -208,20 +178,20 @@ parse_target(const char *target, const char *options_json, mongoc_uri_t **urip,
 
 	if (target == NULL || target[0] == '\0')
 	{
-		set_err(err, errlen, "mongodb sink: target must be a MongoDB URI (mongodb://...), got an empty string");
+		sink_set_err(err, errlen, "mongodb sink: target must be a MongoDB URI (mongodb://...), got an empty string");
 		goto done;
 	}
 	redacted = ledger_sink_redact_target("mongodb", target);
 	if (redacted == NULL)
 	{
-		set_err(err, errlen, "mongodb sink: out of memory");
+		sink_set_err(err, errlen, "mongodb sink: out of memory");
 		goto done;
 	}
 	uri = mongoc_uri_new_with_error(target, &error);
 	if (uri == NULL)
 	{
 		ledger_sink_scrub_message("mongodb", target, error.message);
-		set_err(err, errlen, "mongodb sink: invalid MongoDB URI \"%s\": %s", redacted, error.message);
+		sink_set_err(err, errlen, "mongodb sink: invalid MongoDB URI \"%s\": %s", redacted, error.message);
 		goto done;
 	}
 
@@ -230,7 +200,7 @@ parse_target(const char *target, const char *options_json, mongoc_uri_t **urip,
 								msg, sizeof(msg)) != 0 ||
 		!bson_iter_init_find(&iter, &wrap, "o") || !BSON_ITER_HOLDS_DOCUMENT(&iter))
 	{
-		set_err(err, errlen, "mongodb sink: options must be a JSON object");
+		sink_set_err(err, errlen, "mongodb sink: options must be a JSON object");
 		goto done;
 	}
 	bson_iter_recurse(&iter, &child);
@@ -245,20 +215,20 @@ parse_target(const char *target, const char *options_json, mongoc_uri_t **urip,
 			dest = &o->collection;
 		else
 		{
-			set_err(err, errlen,
+			sink_set_err(err, errlen,
 					"mongodb sink: unknown option \"%.64s\" (options are \"database\" and \"collection\")",
 					key);
 			goto done;
 		}
 		if (!BSON_ITER_HOLDS_UTF8(&child))
 		{
-			set_err(err, errlen, "mongodb sink: option \"%s\" must be a string", key);
+			sink_set_err(err, errlen, "mongodb sink: option \"%s\" must be a string", key);
 			goto done;
 		}
 		free(*dest);
 		if ((*dest = sink_strdup(bson_iter_utf8(&child, NULL))) == NULL)
 		{
-			set_err(err, errlen, "mongodb sink: out of memory");
+			sink_set_err(err, errlen, "mongodb sink: out of memory");
 			goto done;
 		}
 	}
@@ -268,20 +238,20 @@ parse_target(const char *target, const char *options_json, mongoc_uri_t **urip,
 	{
 		if (uri_db == NULL || uri_db[0] == '\0')
 		{
-			set_err(err, errlen,
+			sink_set_err(err, errlen,
 					"mongodb sink: no database: URI \"%s\" names none and option \"database\" is not set",
 					redacted);
 			goto done;
 		}
 		if ((o->database = sink_strdup(uri_db)) == NULL)
 		{
-			set_err(err, errlen, "mongodb sink: out of memory");
+			sink_set_err(err, errlen, "mongodb sink: out of memory");
 			goto done;
 		}
 	}
 	if (!valid_database(o->database))
 	{
-		set_err(err, errlen,
+		sink_set_err(err, errlen,
 				"mongodb sink: database name \"%.64s\" is invalid (1 to 63 bytes, none of / \\ . space \" $)",
 				o->database);
 		goto done;
@@ -289,12 +259,12 @@ parse_target(const char *target, const char *options_json, mongoc_uri_t **urip,
 	if (o->collection == NULL &&
 		(o->collection = sink_strdup(MONGO_SINK_DEFAULT_COLLECTION)) == NULL)
 	{
-		set_err(err, errlen, "mongodb sink: out of memory");
+		sink_set_err(err, errlen, "mongodb sink: out of memory");
 		goto done;
 	}
 	if (!valid_collection(o->collection))
 	{
-		set_err(err, errlen,
+		sink_set_err(err, errlen,
 				"mongodb sink: option \"collection\" value \"%.64s\" is not a valid collection name (letters, digits and _, not starting with a digit)",
 				o->collection);
 		goto done;
@@ -344,7 +314,7 @@ ledger_mongo_target_hosts(const char *target, LedgerSinkHost *hosts, int max, in
 		char	   *redacted = ledger_sink_redact_target("mongodb", target);
 
 		ledger_sink_scrub_message("mongodb", target, error.message);
-		set_err(err, errlen, "invalid MongoDB URI \"%s\": %s", redacted ? redacted : "", error.message);
+		sink_set_err(err, errlen, "invalid MongoDB URI \"%s\": %s", redacted ? redacted : "", error.message);
 		free(redacted);
 		return -1;
 	}
@@ -367,9 +337,9 @@ driver_err(MongoSink *s, char *err, size_t errlen, const char *what, const char 
 {
 	char		clean[1024];
 
-	set_err(clean, sizeof(clean), "%s", msg ? msg : "");
+	sink_set_err(clean, sizeof(clean), "%s", msg ? msg : "");
 	ledger_sink_scrub_message("mongodb", s->target, clean);
-	set_err(err, errlen, "mongodb sink \"%s\": %s on \"%s\" (database \"%s\", collection \"%s\"): %s",
+	sink_set_err(err, errlen, "mongodb sink \"%s\": %s on \"%s\" (database \"%s\", collection \"%s\"): %s",
 			s->sink_name, what, s->redacted, s->database, s->collection, clean);
 }
 
@@ -587,7 +557,7 @@ mongo_sink_open(const char *sink_name, const char *target, const char *streams,
 	s = calloc(1, sizeof(MongoSink));
 	if (s == NULL)
 	{
-		set_err(err, errlen, "mongodb sink \"%s\": out of memory", sink_name);
+		sink_set_err(err, errlen, "mongodb sink \"%s\": out of memory", sink_name);
 		mongoc_uri_destroy(uri);
 		free_options(&o);
 		return NULL;
@@ -601,7 +571,7 @@ mongo_sink_open(const char *sink_name, const char *target, const char *streams,
 	if (s->sink_name == NULL || s->target == NULL || s->redacted == NULL ||
 		s->cursor_id == NULL || set_stream_filter(s, streams) != 0)
 	{
-		set_err(err, errlen, "mongodb sink \"%s\": out of memory", sink_name);
+		sink_set_err(err, errlen, "mongodb sink \"%s\": out of memory", sink_name);
 		mongoc_uri_destroy(uri);
 		mongo_sink_close(s);
 		return NULL;
@@ -629,7 +599,7 @@ mongo_sink_open(const char *sink_name, const char *target, const char *streams,
 	cursors_name = malloc(strlen(s->collection) + sizeof("_cursors"));
 	if (cursors_name == NULL)
 	{
-		set_err(err, errlen, "mongodb sink \"%s\": out of memory", sink_name);
+		sink_set_err(err, errlen, "mongodb sink \"%s\": out of memory", sink_name);
 		mongo_sink_close(s);
 		return NULL;
 	}
@@ -750,7 +720,7 @@ mongo_sink_scan(void *state, int64_t after, int64_t *ids, int *n,
 
 		if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_OID(&it))
 			bson_oid_to_string(bson_iter_oid(&it), hex);
-		set_err(err, errlen,
+		sink_set_err(err, errlen,
 				"mongodb sink \"%s\": collection \"%s\" of \"%s\" holds a document (_id ObjectId(\"%s\")) that no ledger sink wrote; somebody else writes to it",
 				s->sink_name, s->collection, s->redacted, hex);
 		fail_as(failure, LEDGER_SINK_DIVERGED, -1);
@@ -818,7 +788,7 @@ append_strings(bson_t *doc, const char *field, const char *json, int is_array,
 	if (!bson_iter_init_find(&it, &wrap, field) ||
 		(is_array ? !BSON_ITER_HOLDS_ARRAY(&it) : !BSON_ITER_HOLDS_DOCUMENT(&it)))
 	{
-		set_err(msg, msglen, "%s is not a JSON %s", field, is_array ? "array" : "object");
+		sink_set_err(msg, msglen, "%s is not a JSON %s", field, is_array ? "array" : "object");
 		bson_destroy(&wrap);
 		return -1;
 	}
@@ -827,7 +797,7 @@ append_strings(bson_t *doc, const char *field, const char *json, int is_array,
 	{
 		if (!BSON_ITER_HOLDS_UTF8(&child))
 		{
-			set_err(msg, msglen, "%s member \"%.64s\" is not a string", field, bson_iter_key(&child));
+			sink_set_err(msg, msglen, "%s member \"%.64s\" is not a string", field, bson_iter_key(&child));
 			bson_destroy(&wrap);
 			return -1;
 		}
@@ -895,7 +865,7 @@ build_document(const LedgerExportRow *r, bson_t *doc, char *msg, size_t msglen)
 		bson_append_bool(doc, "payload_scalar", 14, true);
 	if (bson_has_field(doc, "payload") && doc->len > BSON_MAX_SIZE)
 	{
-		set_err(msg, msglen, "the document would exceed the BSON size limit");
+		sink_set_err(msg, msglen, "the document would exceed the BSON size limit");
 		return -1;
 	}
 	return 0;
@@ -1023,7 +993,7 @@ resolve_duplicate(MongoSink *s, const LedgerExportRow *r, char *err, size_t errl
 	*kind = LEDGER_SINK_DIVERGED;
 	if (build_document(r, &ours, msg, sizeof(msg)) != 0)
 	{
-		set_err(err, errlen, "mongodb sink \"%s\": entry %" PRId64 ": %s", s->sink_name, r->id, msg);
+		sink_set_err(err, errlen, "mongodb sink \"%s\": entry %" PRId64 ": %s", s->sink_name, r->id, msg);
 		goto done;
 	}
 	oid_from_id(r->id, &oid);
@@ -1037,7 +1007,7 @@ resolve_duplicate(MongoSink *s, const LedgerExportRow *r, char *err, size_t errl
 			*kind = LEDGER_SINK_TRANSIENT;
 		}
 		else
-			set_err(err, errlen,
+			sink_set_err(err, errlen,
 					"mongodb sink \"%s\": entry %" PRId64 " of stream \"%.64s\": collection \"%s\" holds another document with its dedup_key or source_id",
 					s->sink_name, r->id, r->stream ? r->stream : "", s->collection);
 		mongoc_cursor_destroy(c);
@@ -1047,7 +1017,7 @@ resolve_duplicate(MongoSink *s, const LedgerExportRow *r, char *err, size_t errl
 	{
 		if (!same_field(&ours, theirs, immutable[i]))
 		{
-			set_err(err, errlen,
+			sink_set_err(err, errlen,
 					"mongodb sink \"%s\": entry %" PRId64 " of stream \"%.64s\": collection \"%s\" already holds a different document with its _id (field \"%s\" differs)",
 					s->sink_name, r->id, r->stream ? r->stream : "", s->collection, immutable[i]);
 			mongoc_cursor_destroy(c);
@@ -1063,7 +1033,7 @@ resolve_duplicate(MongoSink *s, const LedgerExportRow *r, char *err, size_t errl
 
 		entry_selector(r->id, &selector);
 		if (build_side_data_update(r, &update, msg, sizeof(msg)) != 0)
-			set_err(err, errlen, "mongodb sink \"%s\": entry %" PRId64 ": %s", s->sink_name, r->id, msg);
+			sink_set_err(err, errlen, "mongodb sink \"%s\": entry %" PRId64 ": %s", s->sink_name, r->id, msg);
 		else if (!mongoc_collection_update_one(s->coll, &selector, &update, NULL, NULL, &error))
 		{
 			driver_err(s, err, errlen, "cannot update", error.message);
@@ -1111,7 +1081,7 @@ add_to_bulk(MongoSink *s, mongoc_bulk_operation_t *bulk, const LedgerExportRow *
 				ok = mongoc_bulk_operation_insert_with_opts(bulk, &doc, opts, &error);
 				bson_destroy(opts);
 				if (!ok)
-					set_err(msg, sizeof(msg), "%s", error.message);
+					sink_set_err(msg, sizeof(msg), "%s", error.message);
 			}
 			break;
 		case LEDGER_EXPORT_UPDATE:
@@ -1120,7 +1090,7 @@ add_to_bulk(MongoSink *s, mongoc_bulk_operation_t *bulk, const LedgerExportRow *
 				ok = false;
 			else if (!mongoc_bulk_operation_update_one_with_opts(bulk, &selector, &doc, NULL, &error))
 			{
-				set_err(msg, sizeof(msg), "%s", error.message);
+				sink_set_err(msg, sizeof(msg), "%s", error.message);
 				ok = false;
 			}
 			break;
@@ -1136,14 +1106,14 @@ add_to_bulk(MongoSink *s, mongoc_bulk_operation_t *bulk, const LedgerExportRow *
 				bson_append_document_end(&selector, &range);
 				if (!mongoc_bulk_operation_remove_many_with_opts(bulk, &selector, NULL, &error))
 				{
-					set_err(msg, sizeof(msg), "%s", error.message);
+					sink_set_err(msg, sizeof(msg), "%s", error.message);
 					ok = false;
 				}
 				break;
 			}
 	}
 	if (!ok)
-		set_err(err, errlen, "mongodb sink \"%s\": entry %" PRId64 " of stream \"%.64s\": %s",
+		sink_set_err(err, errlen, "mongodb sink \"%s\": entry %" PRId64 " of stream \"%.64s\": %s",
 				s->sink_name, r->id, r->stream ? r->stream : "", msg);
 	bson_destroy(&doc);
 	bson_destroy(&selector);
@@ -1172,7 +1142,7 @@ first_write_error(const bson_t *reply, int *index, int *code, char *msg, size_t 
 		else if (strcmp(bson_iter_key(&f), "code") == 0)
 			*code = (int) bson_iter_as_int64(&f);
 		else if (strcmp(bson_iter_key(&f), "errmsg") == 0 && BSON_ITER_HOLDS_UTF8(&f))
-			set_err(msg, msglen, "%s", bson_iter_utf8(&f, NULL));
+			sink_set_err(msg, msglen, "%s", bson_iter_utf8(&f, NULL));
 	}
 	return 1;
 }
@@ -1201,7 +1171,7 @@ update_matched(MongoSink *s, const LedgerExportRow *r, int *matched, char *err, 
 
 	entry_selector(r->id, &selector);
 	if (build_side_data_update(r, &update, msg, sizeof(msg)) != 0)
-		set_err(err, errlen, "mongodb sink \"%s\": entry %" PRId64 ": %s", s->sink_name, r->id, msg);
+		sink_set_err(err, errlen, "mongodb sink \"%s\": entry %" PRId64 ": %s", s->sink_name, r->id, msg);
 	else if (!mongoc_collection_update_one(s->coll, &selector, &update, NULL, &reply, &error))
 	{
 		driver_err(s, err, errlen, "cannot update", error.message);
@@ -1287,7 +1257,7 @@ mongo_sink_apply(void *state, const LedgerExportRow *rows, int n,
 				}
 				if (!matched)
 				{
-					set_err(err, errlen,
+					sink_set_err(err, errlen,
 							"mongodb sink \"%s\": entry %" PRId64 " of stream \"%.64s\" is missing from collection \"%s\"",
 							s->sink_name, rows[i].id, rows[i].stream ? rows[i].stream : "", s->collection);
 					fail_as(failure, LEDGER_SINK_MISSING, i);
@@ -1318,7 +1288,7 @@ mongo_sink_apply(void *state, const LedgerExportRow *rows, int n,
 			continue;
 		}
 		ledger_sink_scrub_message("mongodb", s->target, msg);
-		set_err(err, errlen,
+		sink_set_err(err, errlen,
 				"mongodb sink \"%s\": collection \"%s\" refused entry %" PRId64 " of stream \"%.64s\" (code %d): %s",
 				s->sink_name, s->collection, rows[upto].id,
 				rows[upto].stream ? rows[upto].stream : "", code, msg);

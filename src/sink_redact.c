@@ -280,17 +280,6 @@ span_cmp(const void *a, const void *b)
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
-static char *
-sink_strdup(const char *s)
-{
-	size_t		n = strlen(s) + 1;
-	char	   *r = malloc(n);
-
-	if (r != NULL)
-		memcpy(r, s, n);
-	return r;
-}
-
 char *
 ledger_sink_redact_target(const char *kind, const char *target)
 {

@@ -109,32 +109,6 @@ static const char *const required_columns[] = {
 	"metadata", "tags", "annotations", "created_at", "updated_at", NULL
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt,...)
-	__attribute__((format(printf, 3, 4)));
-
-static void
-set_err(char *err, size_t errlen, const char *fmt,...)
-{
-	va_list		ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-static char *
-sink_strdup(const char *s)
-{
-	size_t		len = strlen(s) + 1;
-	char	   *r = malloc(len);
-
-	if (r != NULL)
-		memcpy(r, s, len);
-	return r;
-}
-
 static int
 valid_identifier(const char *s)
 {
@@ -160,12 +134,12 @@ check_path(const char *target, char *err, size_t errlen)
 
 	if (target == NULL || target[0] == '\0')
 	{
-		set_err(err, errlen, "sqlite sink: target must be an absolute file path, got an empty string");
+		sink_set_err(err, errlen, "sqlite sink: target must be an absolute file path, got an empty string");
 		return -1;
 	}
 	if (target[0] != '/')
 	{
-		set_err(err, errlen, "sqlite sink: target \"%s\" is not an absolute file path", target);
+		sink_set_err(err, errlen, "sqlite sink: target \"%s\" is not an absolute file path", target);
 		return -1;
 	}
 	p = target;
@@ -180,14 +154,14 @@ check_path(const char *target, char *err, size_t errlen)
 			end++;
 		if (end - p == 2 && p[0] == '.' && p[1] == '.')
 		{
-			set_err(err, errlen, "sqlite sink: target \"%s\" must not contain a \"..\" path component", target);
+			sink_set_err(err, errlen, "sqlite sink: target \"%s\" must not contain a \"..\" path component", target);
 			return -1;
 		}
 		p = end;
 	}
 	if (target[strlen(target) - 1] == '/')
 	{
-		set_err(err, errlen, "sqlite sink: target \"%s\" names a directory, not a file", target);
+		sink_set_err(err, errlen, "sqlite sink: target \"%s\" names a directory, not a file", target);
 		return -1;
 	}
 	return 0;
@@ -212,14 +186,14 @@ parse_options(const char *options_json, SqliteOptions *o, char *err, size_t errl
 
 	if (sqlite3_open_v2(":memory:", &mem, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
 	{
-		set_err(err, errlen, "sqlite sink: cannot parse options: %s",
+		sink_set_err(err, errlen, "sqlite sink: cannot parse options: %s",
 				mem ? sqlite3_errmsg(mem) : "out of memory");
 		goto done;
 	}
 	rc = sqlite3_prepare_v2(mem, "SELECT json_valid(?1), json_type(?1)", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 	{
-		set_err(err, errlen, "sqlite sink: cannot parse options: %s", sqlite3_errmsg(mem));
+		sink_set_err(err, errlen, "sqlite sink: cannot parse options: %s", sqlite3_errmsg(mem));
 		goto done;
 	}
 	sqlite3_bind_text(st, 1, options_json, -1, SQLITE_STATIC);
@@ -227,7 +201,7 @@ parse_options(const char *options_json, SqliteOptions *o, char *err, size_t errl
 		sqlite3_column_text(st, 1) == NULL ||
 		strcmp((const char *) sqlite3_column_text(st, 1), "object") != 0)
 	{
-		set_err(err, errlen, "sqlite sink: options must be a JSON object");
+		sink_set_err(err, errlen, "sqlite sink: options must be a JSON object");
 		goto done;
 	}
 	sqlite3_finalize(st);
@@ -236,7 +210,7 @@ parse_options(const char *options_json, SqliteOptions *o, char *err, size_t errl
 	rc = sqlite3_prepare_v2(mem, "SELECT key, type, value FROM json_each(?1)", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 	{
-		set_err(err, errlen, "sqlite sink: cannot parse options: %s", sqlite3_errmsg(mem));
+		sink_set_err(err, errlen, "sqlite sink: cannot parse options: %s", sqlite3_errmsg(mem));
 		goto done;
 	}
 	sqlite3_bind_text(st, 1, options_json, -1, SQLITE_STATIC);
@@ -251,7 +225,7 @@ parse_options(const char *options_json, SqliteOptions *o, char *err, size_t errl
 		{
 			if (!is_text || !valid_identifier(value))
 			{
-				set_err(err, errlen,
+				sink_set_err(err, errlen,
 						"sqlite sink: option \"table\" value \"%.64s\" is not a valid table name (letters, digits and _, not starting with a digit, at most %d characters)",
 						value ? value : "null", SQLITE_SINK_MAX_IDENT);
 				goto done;
@@ -259,7 +233,7 @@ parse_options(const char *options_json, SqliteOptions *o, char *err, size_t errl
 			free(o->table);
 			if ((o->table = sink_strdup(value)) == NULL)
 			{
-				set_err(err, errlen, "sqlite sink: out of memory");
+				sink_set_err(err, errlen, "sqlite sink: out of memory");
 				goto done;
 			}
 		}
@@ -273,7 +247,7 @@ parse_options(const char *options_json, SqliteOptions *o, char *err, size_t errl
 				o->file_mode = 0644;
 			else
 			{
-				set_err(err, errlen,
+				sink_set_err(err, errlen,
 						"sqlite sink: option \"file_mode\" value \"%.16s\" is not one of '0600', '0640' and '0644'",
 						value ? value : "null");
 				goto done;
@@ -281,7 +255,7 @@ parse_options(const char *options_json, SqliteOptions *o, char *err, size_t errl
 		}
 		else
 		{
-			set_err(err, errlen,
+			sink_set_err(err, errlen,
 					"sqlite sink: unknown option \"%.64s\" (options are \"table\" and \"file_mode\")",
 					key ? key : "");
 			goto done;
@@ -289,12 +263,12 @@ parse_options(const char *options_json, SqliteOptions *o, char *err, size_t errl
 	}
 	if (rc != SQLITE_DONE)
 	{
-		set_err(err, errlen, "sqlite sink: cannot parse options: %s", sqlite3_errmsg(mem));
+		sink_set_err(err, errlen, "sqlite sink: cannot parse options: %s", sqlite3_errmsg(mem));
 		goto done;
 	}
 	if (o->table == NULL && (o->table = sink_strdup(SQLITE_SINK_DEFAULT_TABLE)) == NULL)
 	{
-		set_err(err, errlen, "sqlite sink: out of memory");
+		sink_set_err(err, errlen, "sqlite sink: out of memory");
 		goto done;
 	}
 	result = 0;
@@ -343,7 +317,7 @@ exec_sql(SqliteSink *s, const char *sql, const char *what, char *err, size_t err
 
 	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": %s in \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": %s in \"%s\": %s",
 				s->sink_name, what, s->path, msg ? msg : sqlite3_errmsg(s->db));
 		sqlite3_free(msg);
 		return -1;
@@ -358,14 +332,14 @@ prepare(SqliteSink *s, sqlite3_stmt **st, char *sql, char *err, size_t errlen)
 
 	if (sql == NULL)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": out of memory", s->sink_name);
+		sink_set_err(err, errlen, "sqlite sink \"%s\": out of memory", s->sink_name);
 		return -1;
 	}
 	rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
 	sqlite3_free(sql);
 	if (rc != SQLITE_OK)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot prepare a statement on \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot prepare a statement on \"%s\": %s",
 				s->sink_name, s->path, sqlite3_errmsg(s->db));
 		return -1;
 	}
@@ -391,14 +365,14 @@ check_columns(SqliteSink *s, char *err, size_t errlen)
 	sql = sqlite3_mprintf("PRAGMA table_info(%s)", s->table);
 	if (sql == NULL)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": out of memory", s->sink_name);
+		sink_set_err(err, errlen, "sqlite sink \"%s\": out of memory", s->sink_name);
 		return -1;
 	}
 	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
 	sqlite3_free(sql);
 	if (rc != SQLITE_OK)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot read the columns of table \"%s\" in \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot read the columns of table \"%s\" in \"%s\": %s",
 				s->sink_name, s->table, s->path, sqlite3_errmsg(s->db));
 		return -1;
 	}
@@ -419,7 +393,7 @@ check_columns(SqliteSink *s, char *err, size_t errlen)
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot read the columns of table \"%s\" in \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot read the columns of table \"%s\" in \"%s\": %s",
 				s->sink_name, s->table, s->path, sqlite3_errmsg(s->db));
 		return -1;
 	}
@@ -427,7 +401,7 @@ check_columns(SqliteSink *s, char *err, size_t errlen)
 	{
 		if (!have[i])
 		{
-			set_err(err, errlen,
+			sink_set_err(err, errlen,
 					"sqlite sink \"%s\": existing table \"%s\" in \"%s\" has no column \"%s\"; it is not a ledger table (use option \"table\" to pick another name)",
 					s->sink_name, s->table, s->path, required_columns[i]);
 			return -1;
@@ -484,7 +458,7 @@ create_schema(SqliteSink *s, char *err, size_t errlen)
 						  t);
 	if (sql == NULL)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": out of memory", s->sink_name);
+		sink_set_err(err, errlen, "sqlite sink \"%s\": out of memory", s->sink_name);
 		return -1;
 	}
 	rc = exec_sql(s, sql, "cannot create table", err, errlen);
@@ -507,7 +481,7 @@ create_schema(SqliteSink *s, char *err, size_t errlen)
 	if (sql == NULL)
 	{
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-		set_err(err, errlen, "sqlite sink \"%s\": out of memory", s->sink_name);
+		sink_set_err(err, errlen, "sqlite sink \"%s\": out of memory", s->sink_name);
 		return -1;
 	}
 	rc = exec_sql(s, sql, "cannot create indexes", err, errlen);
@@ -568,7 +542,7 @@ apply_file_mode(SqliteSink *s, mode_t mode, char *err, size_t errlen)
 		close(fd);
 		if (rc != 0)
 		{
-			set_err(err, errlen, "sqlite sink \"%s\": cannot set the mode of \"%s\": %s",
+			sink_set_err(err, errlen, "sqlite sink \"%s\": cannot set the mode of \"%s\": %s",
 					s->sink_name, s->path, strerror(errno));
 			return -1;
 		}
@@ -576,7 +550,7 @@ apply_file_mode(SqliteSink *s, mode_t mode, char *err, size_t errlen)
 	}
 	if (errno != EEXIST)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot create \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot create \"%s\": %s",
 				s->sink_name, s->path, strerror(errno));
 		return -1;
 	}
@@ -590,13 +564,13 @@ apply_file_mode(SqliteSink *s, mode_t mode, char *err, size_t errlen)
 			continue;
 		if (!S_ISREG(st.st_mode))
 		{
-			set_err(err, errlen, "sqlite sink \"%s\": \"%s\" is not a regular file",
+			sink_set_err(err, errlen, "sqlite sink \"%s\": \"%s\" is not a regular file",
 					s->sink_name, path);
 			return -1;
 		}
 		if ((st.st_mode & 0777) != mode && chmod(path, mode) != 0)
 		{
-			set_err(err, errlen, "sqlite sink \"%s\": cannot give \"%s\" mode %04o: %s",
+			sink_set_err(err, errlen, "sqlite sink \"%s\": cannot give \"%s\" mode %04o: %s",
 					s->sink_name, path, (unsigned) mode, strerror(errno));
 			return -1;
 		}
@@ -612,14 +586,14 @@ check_identity(SqliteSink *s, char *err, size_t errlen)
 
 	if (stat(s->path, &st) != 0)
 	{
-		set_err(err, errlen,
+		sink_set_err(err, errlen,
 				"sqlite sink \"%s\": the target file \"%s\" is gone (%s); it was deleted or moved while the sink used it",
 				s->sink_name, s->path, strerror(errno));
 		return -1;
 	}
 	if (st.st_dev != s->dev || st.st_ino != s->ino)
 	{
-		set_err(err, errlen,
+		sink_set_err(err, errlen,
 				"sqlite sink \"%s\": the target file \"%s\" was replaced by another file while the sink used it",
 				s->sink_name, s->path);
 		return -1;
@@ -714,7 +688,7 @@ sqlite_sink_open(const char *sink_name, const char *target, const char *streams,
 	if (s == NULL)
 	{
 		free(o.table);
-		set_err(err, errlen, "sqlite sink \"%s\": out of memory", sink_name);
+		sink_set_err(err, errlen, "sqlite sink \"%s\": out of memory", sink_name);
 		return NULL;
 	}
 	s->table = o.table;
@@ -727,7 +701,7 @@ sqlite_sink_open(const char *sink_name, const char *target, const char *streams,
 	s->stream_prefix = sink_strdup(streams);
 	if (s->sink_name == NULL || s->path == NULL || s->cursor_name == NULL || s->stream_prefix == NULL)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": out of memory", sink_name);
+		sink_set_err(err, errlen, "sqlite sink \"%s\": out of memory", sink_name);
 		sqlite_sink_close(s);
 		return NULL;
 	}
@@ -744,7 +718,7 @@ sqlite_sink_open(const char *sink_name, const char *target, const char *streams,
 	rc = sqlite3_open_v2(target, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot open \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot open \"%s\": %s",
 				s->sink_name, s->path,
 				s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
 		sqlite_sink_close(s);
@@ -753,7 +727,7 @@ sqlite_sink_open(const char *sink_name, const char *target, const char *streams,
 	/* the file SQLite opened, as far as one can tell from outside */
 	if (stat(target, &sb) != 0)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot stat \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot stat \"%s\": %s",
 				s->sink_name, s->path, strerror(errno));
 		sqlite_sink_close(s);
 		return NULL;
@@ -770,7 +744,7 @@ sqlite_sink_open(const char *sink_name, const char *target, const char *streams,
 	if (rc != SQLITE_ROW || sqlite3_column_text(st, 0) == NULL ||
 		strcmp((const char *) sqlite3_column_text(st, 0), "wal") != 0)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot switch \"%s\" to WAL mode: %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot switch \"%s\" to WAL mode: %s",
 				s->sink_name, s->path, sqlite3_errmsg(s->db));
 		sqlite3_finalize(st);
 		sqlite_sink_close(s);
@@ -815,7 +789,7 @@ sqlite_sink_cursor(void *state, int64_t *cursor, int *present, char *err, size_t
 		errno = 0;
 		v = txt ? strtoll(txt, &end, 10) : 0;
 		if (txt == NULL || errno != 0 || end == txt || *end != '\0' || v < 0)
-			set_err(err, errlen, "sqlite sink \"%s\": cursor \"%s\" in table \"%s_cursors\" of \"%s\" holds \"%.32s\", not a position",
+			sink_set_err(err, errlen, "sqlite sink \"%s\": cursor \"%s\" in table \"%s_cursors\" of \"%s\" holds \"%.32s\", not a position",
 					s->sink_name, s->cursor_name, s->table, s->path, txt ? txt : "NULL");
 		else
 		{
@@ -827,7 +801,7 @@ sqlite_sink_cursor(void *state, int64_t *cursor, int *present, char *err, size_t
 	else if (rc == SQLITE_DONE)
 		result = 0;
 	else
-		set_err(err, errlen, "sqlite sink \"%s\": cannot read the cursor from \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot read the cursor from \"%s\": %s",
 				s->sink_name, s->path, sqlite3_errmsg(s->db));
 	sqlite3_reset(s->get_cursor);
 	sqlite3_clear_bindings(s->get_cursor);
@@ -849,7 +823,7 @@ find_foreign(SqliteSink *s, sqlite3_stmt *st, int64_t after, int64_t upto, int64
 	if (rc == SQLITE_ROW)
 	{
 		*id = sqlite3_column_int64(st, 0);
-		set_err(err, errlen,
+		sink_set_err(err, errlen,
 				"sqlite sink \"%s\": the target \"%s\" holds a row with id %" PRId64 " and source_id \"%.32s\" that no ledger sink wrote (somebody else writes to table \"%s\")",
 				s->sink_name, s->path, *id,
 				sqlite3_column_text(st, 1) ? (const char *) sqlite3_column_text(st, 1) : "", s->table);
@@ -859,7 +833,7 @@ find_foreign(SqliteSink *s, sqlite3_stmt *st, int64_t after, int64_t upto, int64
 		result = 0;
 	else
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot read \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot read \"%s\": %s",
 				s->sink_name, s->path, sqlite3_errmsg(s->db));
 		result = -1;
 	}
@@ -897,7 +871,7 @@ sqlite_sink_scan(void *state, int64_t after, int64_t *ids, int *n,
 	sqlite3_clear_bindings(s->scan);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot read \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot read \"%s\": %s",
 				s->sink_name, s->path, sqlite3_errmsg(s->db));
 		fail_as(failure, LEDGER_SINK_TRANSIENT, -1);
 		return -1;
@@ -975,7 +949,7 @@ apply_insert(SqliteSink *s, const LedgerExportRow *r, char *err, size_t errlen,
 	if (format_timestamp(r->created_at_us, created, sizeof(created)) != 0 ||
 		(r->has_updated_at && format_timestamp(r->updated_at_us, updated, sizeof(updated)) != 0))
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": entry %" PRId64 " has a timestamp out of range",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": entry %" PRId64 " has a timestamp out of range",
 				s->sink_name, r->id);
 		*kind = LEDGER_SINK_DIVERGED;
 		return -1;
@@ -1003,21 +977,21 @@ apply_insert(SqliteSink *s, const LedgerExportRow *r, char *err, size_t errlen,
 		return 0;
 	if (rc == SQLITE_DONE)
 	{
-		set_err(err, errlen,
+		sink_set_err(err, errlen,
 				"sqlite sink \"%s\": entry %" PRId64 " of stream \"%.64s\": the target \"%s\" already holds a different row with id %" PRId64,
 				s->sink_name, r->id, r->stream ? r->stream : "", s->path, r->id);
 		*kind = LEDGER_SINK_DIVERGED;
 	}
 	else if ((rc & 0xff) == SQLITE_CONSTRAINT)
 	{
-		set_err(err, errlen,
+		sink_set_err(err, errlen,
 				"sqlite sink \"%s\": entry %" PRId64 " of stream \"%.64s\": the target \"%s\" holds another row with the same dedup_key or source_id (%s)",
 				s->sink_name, r->id, r->stream ? r->stream : "", s->path, sqlite3_errmsg(s->db));
 		*kind = LEDGER_SINK_DIVERGED;
 	}
 	else
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot write entry %" PRId64 " into \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot write entry %" PRId64 " into \"%s\": %s",
 				s->sink_name, r->id, s->path, sqlite3_errmsg(s->db));
 		*kind = LEDGER_SINK_TRANSIENT;
 	}
@@ -1035,7 +1009,7 @@ apply_update(SqliteSink *s, const LedgerExportRow *r, char *err, size_t errlen,
 
 	if (r->has_updated_at && format_timestamp(r->updated_at_us, updated, sizeof(updated)) != 0)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": entry %" PRId64 " has a timestamp out of range",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": entry %" PRId64 " has a timestamp out of range",
 				s->sink_name, r->id);
 		*kind = LEDGER_SINK_DIVERGED;
 		return -1;
@@ -1051,14 +1025,14 @@ apply_update(SqliteSink *s, const LedgerExportRow *r, char *err, size_t errlen,
 	rc = step_done(st);
 	if (rc != SQLITE_DONE)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot update entry %" PRId64 " in \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot update entry %" PRId64 " in \"%s\": %s",
 				s->sink_name, r->id, s->path, sqlite3_errmsg(s->db));
 		*kind = LEDGER_SINK_TRANSIENT;
 		return -1;
 	}
 	if (sqlite3_changes(s->db) == 0)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": entry %" PRId64 " of stream \"%.64s\" is missing from the target \"%s\"",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": entry %" PRId64 " of stream \"%.64s\" is missing from the target \"%s\"",
 				s->sink_name, r->id, r->stream ? r->stream : "", s->path);
 		*kind = LEDGER_SINK_MISSING;
 		return -1;
@@ -1087,7 +1061,7 @@ sqlite_sink_apply(void *state, const LedgerExportRow *rows, int n,
 	}
 	if (step_done(s->begin) != SQLITE_DONE)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot begin a transaction on \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot begin a transaction on \"%s\": %s",
 				s->sink_name, s->path, sqlite3_errmsg(s->db));
 		return -1;
 	}
@@ -1108,11 +1082,11 @@ sqlite_sink_apply(void *state, const LedgerExportRow *rows, int n,
 				sqlite3_bind_int64(s->trim, 2, r->id);
 				rc = step_done(s->trim) == SQLITE_DONE ? 0 : -1;
 				if (rc != 0)
-					set_err(err, errlen, "sqlite sink \"%s\": cannot trim stream \"%.64s\" in \"%s\": %s",
+					sink_set_err(err, errlen, "sqlite sink \"%s\": cannot trim stream \"%.64s\" in \"%s\": %s",
 							s->sink_name, r->stream ? r->stream : "", s->path, sqlite3_errmsg(s->db));
 				break;
 			default:
-				set_err(err, errlen, "sqlite sink \"%s\": unknown item kind %d", s->sink_name, (int) r->op);
+				sink_set_err(err, errlen, "sqlite sink \"%s\": unknown item kind %d", s->sink_name, (int) r->op);
 				rc = -1;
 				break;
 		}
@@ -1144,13 +1118,13 @@ sqlite_sink_apply(void *state, const LedgerExportRow *rows, int n,
 	sqlite3_bind_text(s->set_cursor, 2, postxt, -1, SQLITE_TRANSIENT);
 	if (step_done(s->set_cursor) != SQLITE_DONE)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot update the cursor in \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot update the cursor in \"%s\": %s",
 				s->sink_name, s->path, sqlite3_errmsg(s->db));
 		goto fail;
 	}
 	if (step_done(s->commit) != SQLITE_DONE)
 	{
-		set_err(err, errlen, "sqlite sink \"%s\": cannot commit to \"%s\": %s",
+		sink_set_err(err, errlen, "sqlite sink \"%s\": cannot commit to \"%s\": %s",
 				s->sink_name, s->path, sqlite3_errmsg(s->db));
 		goto fail;
 	}
