@@ -38,18 +38,6 @@ PG_FUNCTION_INFO_V1(ledger_append);
 PG_FUNCTION_INFO_V1(ledger_append_batch);
 PG_FUNCTION_INFO_V1(ledger_append_batch_jsonb);
 
-/* ledger.entries or ledger.entries_id_seq, looked up by name */
-static Oid
-ledger_relation(const char *relname)
-{
-	Oid			nsp = get_namespace_oid(LEDGER_SCHEMA, false);
-	Oid			relid = get_relname_relid(relname, nsp);
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "ledger: relation ledger.%s is missing", relname);
-	return relid;
-}
-
 static text *
 empty_text(void)
 {
@@ -280,27 +268,11 @@ static bool
 entries_direct_ok(Relation rel)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
-	TriggerDesc *trig = rel->trigdesc;
-	int			i;
 
-	if (rel->rd_rel->relkind != RELKIND_RELATION || desc->natts != ENTRY_NCOLUMNS)
-		return false;
-	if (trig != NULL &&
-		(trig->trig_insert_before_row || trig->trig_insert_after_row ||
-		 trig->trig_insert_instead_row || trig->trig_insert_before_statement ||
-		 trig->trig_insert_after_statement || trig->trig_insert_new_table))
-		return false;
 	if (desc->constr != NULL &&
 		(desc->constr->num_check > 0 || desc->constr->has_generated_stored))
 		return false;
-	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (att->attisdropped || strcmp(NameStr(att->attname), entry_columns[i]) != 0)
-			return false;
-	}
-	return true;
+	return ledger_relation_has_layout(rel, entry_columns, ENTRY_NCOLUMNS, CMD_INSERT);
 }
 
 /*
@@ -553,7 +525,7 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 	ledger_spi_connect();
 	version = has_version ? schema_version : ledger_current_version(stream_name);
 
-	seqoid = ledger_relation("entries_id_seq");
+	seqoid = ledger_relid("entries_id_seq");
 
 	ledger_stream_lock(stream_name, nitems, &stream);
 	prev_last_seq = stream.last_seq - nitems;
@@ -584,7 +556,7 @@ LedgerAppend(const char *stream_name, LedgerAppendItem *items, int nitems,
 			items[i].id = nextval_internal(seqoid, false);
 			items[i].seq = ++next_seq;
 		}
-		if (!insert_direct(ledger_relation("entries"), stream.stream_id, version,
+		if (!insert_direct(ledger_relid("entries"), stream.stream_id, version,
 						   items, nitems))
 		{
 			/* the table needs the executor (e.g. an INSERT trigger) */

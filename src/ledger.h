@@ -48,6 +48,9 @@ extern void ledger_spi_connect(void);
 extern SPIPlanPtr ledger_prepare_plan(const char *sql, int nargs, Oid *argtypes);
 extern SPIPlanPtr ledger_prepare_plan_options(const char *sql, int nargs, Oid *argtypes,
 											  int cursor_options);
+extern Oid	ledger_relid(const char *relname);
+extern bool ledger_relation_has_layout(Relation rel, const char *const *columns,
+									   int ncolumns, CmdType cmd);
 extern void ledger_spi_check(int rc, int expected, const char *what);
 
 /* owner.c: who ledger's code runs as */

@@ -147,26 +147,7 @@ static const char *const stream_columns[] = {
 static bool
 streams_direct_ok(Relation rel)
 {
-	TupleDesc	desc = RelationGetDescr(rel);
-	TriggerDesc *trig = rel->trigdesc;
-	int			i;
-
-	if (rel->rd_rel->relkind != RELKIND_RELATION || desc->natts != STREAM_NCOLUMNS)
-		return false;
-	if (trig != NULL &&
-		(trig->trig_update_before_row || trig->trig_update_after_row ||
-		 trig->trig_update_instead_row || trig->trig_update_before_statement ||
-		 trig->trig_update_after_statement || trig->trig_update_old_table ||
-		 trig->trig_update_new_table))
-		return false;
-	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (att->attisdropped || strcmp(NameStr(att->attname), stream_columns[i]) != 0)
-			return false;
-	}
-	return true;
+	return ledger_relation_has_layout(rel, stream_columns, STREAM_NCOLUMNS, CMD_UPDATE);
 }
 
 /*
@@ -182,9 +163,8 @@ streams_direct_ok(Relation rel)
 static bool
 stream_bump_direct(const char *name, int64 delta, LedgerStream *stream, bool *found)
 {
-	Oid			nsp = get_namespace_oid(LEDGER_SCHEMA, false);
-	Oid			relid = get_relname_relid("streams", nsp);
-	Oid			indexid = get_relname_relid("streams_name_key", nsp);
+	Oid			relid = ledger_relid("streams");
+	Oid			indexid = ledger_relid("streams_name_key");
 	Relation	rel;
 	TupleDesc	desc;
 	Snapshot	snapshot;
@@ -204,8 +184,6 @@ stream_bump_direct(const char *name, int64 delta, LedgerStream *stream, bool *fo
 	int64		trimmed_seq;
 	bool		update_indexes;
 
-	if (!OidIsValid(relid) || !OidIsValid(indexid))
-		elog(ERROR, "ledger: table ledger.streams or its name index is missing");
 	rel = table_open(relid, RowExclusiveLock);
 	if (!streams_direct_ok(rel))
 	{

@@ -160,16 +160,6 @@ caches_invalidate(Datum arg, Oid relid)
 		cache_generation++;
 }
 
-static Oid
-ledger_relid(const char *relname)
-{
-	Oid			relid = get_relname_relid(relname, get_namespace_oid(LEDGER_SCHEMA, false));
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "ledger: table ledger.%s is missing", relname);
-	return relid;
-}
-
 static void
 register_callback(void)
 {
