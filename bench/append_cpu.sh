@@ -15,28 +15,9 @@ set -u
 BIN=$1
 N=${2:-20000}
 HERE=$(cd "$(dirname "$0")" && pwd)
-WORK=$(mktemp -d /tmp/append_cpu.XXXXXX)
 PORT=${APPEND_CPU_PORT:-54398}
-chmod 755 "$WORK"
-[ "$(id -u)" = 0 ] && chown postgres "$WORK"
-run() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-q() { run "$BIN/psql" -h "$WORK" -p "$PORT" -d postgres -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-
-run "$BIN/initdb" -D "$WORK/data" -A trust >/dev/null || exit 1
-cat >> "$WORK/data/postgresql.conf" <<EOF
-port = $PORT
-unix_socket_directories = '$WORK'
-listen_addresses = ''
-shared_preload_libraries = 'ledger'
-wal_level = logical
-shared_buffers = 512MB
-max_wal_size = 8GB
-checkpoint_timeout = 30min
-synchronous_commit = off
-EOF
-run "$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/log" -w start >/dev/null || exit 1
-trap 'run "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null; rm -rf "$WORK"' EXIT
-q -f "$HERE/sql/setup.sql" >/dev/null || exit 1
+. "$HERE/cluster.sh"
+bench_cluster_start "$BIN" "$PORT" append_cpu "synchronous_commit = off"
 TICK=$(getconf CLK_TCK)
 
 # cpu NAME PREPARE EXECUTE COUNT: CPU microseconds per transaction

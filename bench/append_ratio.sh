@@ -15,28 +15,9 @@ BIN=$1
 OUTFILE=$2
 DUR=${3:-10}
 HERE=$(cd "$(dirname "$0")" && pwd)
-WORK=$(mktemp -d /tmp/append_ratio.XXXXXX)
 PORT=${APPEND_RATIO_PORT:-54399}
-chmod 755 "$WORK"
-[ "$(id -u)" = 0 ] && chown postgres "$WORK"
-run() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-q() { run "$BIN/psql" -h "$WORK" -p "$PORT" -d postgres -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-
-run "$BIN/initdb" -D "$WORK/data" -A trust >/dev/null || exit 1
-cat >> "$WORK/data/postgresql.conf" <<EOF
-port = $PORT
-unix_socket_directories = '$WORK'
-listen_addresses = ''
-shared_preload_libraries = 'ledger'
-wal_level = logical
-fsync = on
-shared_buffers = 512MB
-max_wal_size = 8GB
-checkpoint_timeout = 30min
-EOF
-run "$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/log" -w start >/dev/null || exit 1
-trap 'run "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null; rm -rf "$WORK"' EXIT
-q -f "$HERE/sql/setup.sql" >/dev/null || exit 1
+. "$HERE/cluster.sh"
+bench_cluster_start "$BIN" "$PORT" append_ratio "fsync = on"
 
 PAYLOAD="jsonb_build_object('type', 'order_placed', 'order_id', CAST(:r AS bigint), 'customer', 'customer-' || (CAST(:r AS bigint) % 997), 'amount', (CAST(:r AS bigint) % 100000) / 100.0, 'currency', 'EUR', 'sku', 'SKU-' || (CAST(:r AS bigint) % 4999), 'qty', 1 + CAST(:r AS bigint) % 7, 'note', 'benchmark payload padded to about two hundred bytes of json text')"
 printf '\\set r random(1, 1000000000)\nSELECT ledger.append(%s, %s);\n' "'w1-' || :client_id" "$PAYLOAD" > "$WORK/w1_ledger.sql"
