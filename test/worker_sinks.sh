@@ -344,7 +344,7 @@ expect_no "a refused URI's error hides the password" "$BAD" "se?cr3t-pw"
 q "SELECT ledger.drop_sink('sec1'), ledger.drop_sink('sec2'), ledger.drop_sink('sec3')" >/dev/null
 
 # ------------------------------------------------------------------ security: SIGTERM of a worker stuck on a silent host
-BH_PORT=$(_ledger_free_port)
+BH_PORT=$(ledger_free_port)
 /usr/bin/python3 -c "
 import socket, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -76,16 +76,7 @@ ledger_write_conf() {
 	cat "$src/test/ledger.conf" > "$out"
 }
 
-ledger_free_port() {
-	local port
-	for port in $(seq 55432 55532); do
-		if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
-			echo $port
-			return 0
-		fi
-	done
-	return 1
-}
+. "$(dirname "${BASH_SOURCE[0]}")/port.sh"
 
 # Start a throwaway preloaded cluster in $1 (created), on a free port.
 # Sets PGHOST, PGPORT, PGUSER, PGDATABASE for the caller.
@@ -94,15 +85,27 @@ ledger_start_cluster() {
 	mkdir -p "$dir"
 	[ "$(id -u)" = 0 ] && chown "$(ledger_test_user)" "$dir"
 	as_test_user initdb -D "$dir/data" -A trust -U postgres --no-instructions >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log"; return 1; }
-	PGPORT=$(ledger_free_port)
 	cat "$conf" >> "$dir/data/postgresql.conf"
 	{
-		echo "port = $PGPORT"
 		echo "listen_addresses = '127.0.0.1'"
 		echo "unix_socket_directories = '$dir'"
 		echo "fsync = off"
 	} >> "$dir/data/postgresql.conf"
-	as_test_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null || { cat "$dir/server.log"; return 1; }
+	# The port is chosen free, but another process may bind it before the
+	# server does: then pick another (the last "port =" line wins).
+	local try
+	for try in 1 2 3 4 5; do
+		PGPORT=$(ledger_free_port) || return 1
+		echo "port = $PGPORT" >> "$dir/data/postgresql.conf"
+		if as_test_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
+			break
+		fi
+		if [ $try = 5 ] || ! grep -q 'Address already in use' "$dir/server.log"; then
+			cat "$dir/server.log"
+			unset PGPORT
+			return 1
+		fi
+	done
 	export PGHOST=$dir PGPORT PGUSER=postgres PGDATABASE=postgres
 }
 

@@ -14,6 +14,8 @@
 # shares one module and build cache (under that user's home) whoever starts
 # it.  LEDGER_GO_CACHE overrides the cache directory.
 
+. "$(dirname "${BASH_SOURCE[0]}")/port.sh"
+
 FERRETDB_PID=
 FERRETDB_PORT=
 FERRETDB_URI=
@@ -82,23 +84,11 @@ ledger_go_build() {
 	echo "$out"
 }
 
-_ledger_free_port() {
-	local port
-	for _ in $(seq 200); do
-		port=$(( (RANDOM % 20000) + 30000 ))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-			echo "$port"
-			return 0
-		fi
-	done
-	return 1
-}
-
 ledger_ferretdb_start() {
 	local work=$1 bin deadline
 	bin=$(ledger_go_build "$(cd "$(dirname "${BASH_SOURCE[0]}")/../golib/ferretdb" && pwd)" ferretdb) || return 1
 	mkdir -p "$work/ferretdb"
-	FERRETDB_PORT=$(_ledger_free_port) || return 1
+	FERRETDB_PORT=$(ledger_free_port) || return 1
 	"$bin" -listen "127.0.0.1:$FERRETDB_PORT" -dir "$work/ferretdb" >"$work/ferretdb.log" 2>&1 &
 	FERRETDB_PID=$!
 	deadline=$((SECONDS + 30))

@@ -128,7 +128,7 @@ fi
 run_scenario mongo "$MONGO_URI" "ledger_harness_$$"
 
 # ------------------------------------------------------------------ capped time-outs
-BH_PORT=$(_ledger_free_port)
+BH_PORT=$(ledger_free_port)
 /usr/bin/python3 -c "
 import socket, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
