@@ -8,8 +8,8 @@
  * key for read_all of every stream; per-stream scans merged by id for a
  * prefix), so a page after a cursor costs the same in a stream of ten
  * entries and one of ten million, and whatever the size of other streams.
- * Results go through a cursor, a chunk at a time, into the tuplestore,
- * which spills to disk past work_mem.  Each combination of optional filters
+ * The executor hands rows straight to the result tuplestore (a
+ * DestReceiver, no SPI tuple table), which spills to disk past work_mem.  Each combination of optional filters
  * gets its own plan, prepared on first use, so that the planner sees only
  * the predicates actually asked for.
  *
@@ -234,18 +234,15 @@ stream_upcast(EntrySink *sink, text *stream)
 
 /* Add one entry (a row of ENTRY_COLUMNS) to the result, upcast as asked. */
 static void
-emit_entry(EntrySink *sink, HeapTuple tuple, TupleDesc spidesc)
+emit_entry(EntrySink *sink, Datum *row_values, bool *nulls)
 {
 	Datum		values[ENTRY_NATTS];
-	bool		nulls[ENTRY_NATTS];
 	StreamUpcast *su;
 	int32		version;
 	MemoryContext old;
 
-	Assert(spidesc->natts == ENTRY_NATTS);
-	heap_deform_tuple(tuple, spidesc, values, nulls);
-	su = stream_upcast(sink, DatumGetTextPP(values[ENTRY_ATT_STREAM]));
-	version = DatumGetInt32(values[ENTRY_ATT_VERSION]);
+	su = stream_upcast(sink, DatumGetTextPP(row_values[ENTRY_ATT_STREAM]));
+	version = DatumGetInt32(row_values[ENTRY_ATT_VERSION]);
 	sink->emitted++;
 
 	/*
@@ -255,7 +252,7 @@ emit_entry(EntrySink *sink, HeapTuple tuple, TupleDesc spidesc)
 	 */
 	if (version == su->target || (!sink->explicit_target && version > su->target))
 	{
-		tuplestore_putvalues(sink->store, sink->desc, values, nulls);
+		tuplestore_putvalues(sink->store, sink->desc, row_values, nulls);
 		return;
 	}
 	if (su->plan == NULL)
@@ -267,6 +264,7 @@ emit_entry(EntrySink *sink, HeapTuple tuple, TupleDesc spidesc)
 	/* the tuplestore copies the row, so the scratch can go right after */
 	MemoryContextReset(sink->row_cxt);
 	old = MemoryContextSwitchTo(sink->row_cxt);
+	memcpy(values, row_values, sizeof(values));
 	values[ENTRY_ATT_PAYLOAD] =
 		PointerGetDatum(ledger_upcast(su->plan, DatumGetJsonbP(values[ENTRY_ATT_PAYLOAD]),
 									  version, DatumGetInt64(values[0])));
@@ -275,42 +273,99 @@ emit_entry(EntrySink *sink, HeapTuple tuple, TupleDesc spidesc)
 	MemoryContextSwitchTo(old);
 }
 
-/* Rows fetched from a read's cursor at a time. */
-#define READ_FETCH_ROWS 1000
+/*
+ * The executor hands a read's rows straight to emit_entry through this
+ * receiver: no SPI tuple table, no copy of each row before the tuplestore's
+ * own.  The query streams (its LIMIT stops it), and the result tuplestore
+ * spills to disk past work_mem, so a read of millions of entries costs as
+ * much memory as one of a thousand.
+ */
+typedef struct EntryReceiver
+{
+	DestReceiver pub;
+	EntrySink  *sink;
+	uint64		received;
+	ErrorContextCallback *caller_context;	/* error context of the read */
+} EntryReceiver;
+
+static bool
+entry_receive_slot(TupleTableSlot *slot, DestReceiver *self)
+{
+	EntryReceiver *receiver = (EntryReceiver *) self;
+	ErrorContextCallback *query_context = error_context_stack;
+
+	Assert(slot->tts_tupleDescriptor->natts == ENTRY_NATTS);
+	/* the executor checks for interrupts itself as it produces rows */
+	slot_getallattrs(slot);
+
+	/*
+	 * An entry that cannot be upcast is the read's error, not its query's:
+	 * leave out SPI's "SQL statement" context (an error's longjmp restores
+	 * the stack, so only the normal path puts it back).
+	 */
+	error_context_stack = receiver->caller_context;
+	emit_entry(receiver->sink, slot->tts_values, slot->tts_isnull);
+	error_context_stack = query_context;
+	receiver->received++;
+	return true;
+}
+
+static void
+entry_receive_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+}
+
+static void
+entry_receive_shutdown(DestReceiver *self)
+{
+}
+
+static void
+entry_receive_destroy(DestReceiver *self)
+{
+}
 
 /*
- * Run plan through a cursor and emit its rows, READ_FETCH_ROWS at a time:
- * only one chunk is ever held in SPI memory, and the result tuplestore
- * spills to disk past work_mem, so a read of millions of entries costs as
- * much memory as one of a thousand.  The cursor reads with the active
- * snapshot (read_only), which the caller sets for the cursor's whole life.
+ * Run plan with args (nulls as SPI takes them, NULL for none), emitting its
+ * rows.  It reads with the active snapshot (read_only), which the caller
+ * sets.  Returns the number of rows emitted.
  */
 static uint64
-emit_cursor(EntrySink *sink, SPIPlanPtr plan, Datum *args, const char *nulls)
+emit_plan(EntrySink *sink, SPIPlanPtr plan, Datum *args, const char *nulls)
 {
-	Portal		portal;
-	uint64		total = 0;
+	EntryReceiver receiver;
+	SPIExecuteOptions options;
+	int			nargs = SPI_getargcount(plan);
+	ParamListInfo params = makeParamList(nargs);
+	int			rc;
 
-	portal = SPI_cursor_open(NULL, plan, args, nulls, true);
-	for (;;)
+	for (int i = 0; i < nargs; i++)
 	{
-		SPITupleTable *tuptable;
-		uint64		nrows;
+		ParamExternData *prm = &params->params[i];
 
-		CHECK_FOR_INTERRUPTS();
-		SPI_cursor_fetch(portal, true, READ_FETCH_ROWS);
-		/* emit_entry may run queries of its own: keep our chunk */
-		tuptable = SPI_tuptable;
-		nrows = SPI_processed;
-		for (uint64 r = 0; r < nrows; r++)
-			emit_entry(sink, tuptable->vals[r], tuptable->tupdesc);
-		SPI_freetuptable(tuptable);
-		total += nrows;
-		if (nrows < READ_FETCH_ROWS)
-			break;
+		prm->value = args[i];
+		prm->isnull = nulls != NULL && nulls[i] == 'n';
+		prm->pflags = PARAM_FLAG_CONST;
+		prm->ptype = SPI_getargtypeid(plan, i);
 	}
-	SPI_cursor_close(portal);
-	return total;
+	memset(&receiver, 0, sizeof(receiver));
+	receiver.pub.receiveSlot = entry_receive_slot;
+	receiver.pub.rStartup = entry_receive_startup;
+	receiver.pub.rShutdown = entry_receive_shutdown;
+	receiver.pub.rDestroy = entry_receive_destroy;
+	/* not DestNone, which SPI takes for "result discarded" */
+	receiver.pub.mydest = DestTuplestore;
+	receiver.sink = sink;
+	receiver.caller_context = error_context_stack;
+
+	memset(&options, 0, sizeof(options));
+	options.params = params;
+	options.read_only = true;
+	options.dest = &receiver.pub;
+	rc = SPI_execute_plan_extended(plan, &options);
+	ledger_spi_check(rc, SPI_OK_SELECT, "read");
+	pfree(params);
+	return receiver.received;
 }
 
 static TimestampTz
@@ -408,7 +463,7 @@ read_attempt(void *arg, bool waiting)
 		ledger_wait_register(ledger_stream_lookup(ra->stream_name, false, &stream) ? stream.stream_id : 0);
 		PushActiveSnapshot(GetLatestSnapshot());
 	}
-	n = emit_cursor(&ra->sink, read_plan(ra->variant), ra->args, ra->argnulls);
+	n = emit_plan(&ra->sink, read_plan(ra->variant), ra->args, ra->argnulls);
 	if (waiting)
 		PopActiveSnapshot();
 	SPI_finish();
@@ -559,10 +614,10 @@ read_all_attempt(void *arg, bool waiting)
 		 * REPEATABLE READ transaction: an older snapshot could miss an entry
 		 * below the horizon that committed since, and the next call (after
 		 * a higher id) would skip it for good.  The snapshot stays active
-		 * for the cursor's whole life.
+		 * while the query runs.
 		 */
 		PushActiveSnapshot(GetLatestSnapshot());
-		n = emit_cursor(&ra->sink, read_all_plan(ra->variant), ra->args, NULL);
+		n = emit_plan(&ra->sink, read_all_plan(ra->variant), ra->args, NULL);
 		PopActiveSnapshot();
 	}
 	SPI_finish();
