@@ -10,7 +10,9 @@
  * numbered gaplessly in commit order, and appends to different streams never
  * touch the same row.  The update is HOT (no indexed column changes).  It
  * is done in C (stream_bump_direct), with the UPDATE's semantics, since an
- * SQL statement per append was a quarter of an append's time; the SQL
+ * SQL statement per append was a quarter of an append's time, and without
+ * locking the row before updating it unless a concurrent appender got
+ * there first (a lock is a WAL record and a buffer write of its own); the SQL
  * UPDATE remains for a streams table someone gave UPDATE triggers.
  *
  *-------------------------------------------------------------------------
@@ -151,14 +153,81 @@ streams_direct_ok(Relation rel)
 }
 
 /*
+ * Write the stream row at tid as values/nulls, with its index entries when
+ * the update is not HOT.  Waits for a concurrent updater, as UPDATE does.
+ */
+static TM_Result
+stream_row_update(Relation rel, ItemPointer tid, Datum *values, bool *nulls,
+				  CommandId cid, Snapshot snapshot, TM_FailureData *tmfd)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	HeapTuple	newtup = heap_form_tuple(desc, values, nulls);
+	TupleTableSlot *newslot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+	LockTupleMode lockmode;
+	bool		update_indexes;
+	TM_Result	res;
+
+	ExecStoreHeapTuple(newtup, newslot, false);
+	res = ledger_table_tuple_update(rel, tid, newslot, cid, snapshot,
+									tmfd, &lockmode, &update_indexes);
+	if (res == TM_Ok && update_indexes)
+	{
+		/* not a HOT update: the indexes need the new version */
+		EState	   *estate = CreateExecutorState();
+		ResultRelInfo *rri = makeNode(ResultRelInfo);
+
+		InitResultRelInfo(rri, rel, 1, NULL, 0);
+		ExecOpenIndices(rri, false);
+
+		/*
+		 * update = false: true would only hint "unchanged key" to the btree,
+		 * and computing it needs a range table we do not have.
+		 */
+		list_free(ledger_insert_index_tuples(rri, newslot, estate, false));
+		ExecCloseIndices(rri);
+		FreeExecutorState(estate);
+	}
+	ExecDropSingleTupleTableSlot(newslot);
+	heap_freetuple(newtup);
+	return res;
+}
+
+/*
+ * From the stream row in values/nulls, advanced by delta: the new values
+ * (in place) and *stream.  The CHECK streams_seq_check is tested here.
+ */
+static void
+stream_row_advance(Relation rel, Datum *values, bool *nulls, int64 delta, LedgerStream *stream)
+{
+	int64		last_seq = DatumGetInt64(values[STREAM_ATT_LAST_SEQ - 1]) + delta;
+	int64		trimmed_seq = DatumGetInt64(values[STREAM_ATT_TRIMMED_SEQ - 1]);
+
+	if (trimmed_seq < 0 || trimmed_seq > last_seq)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("new row for relation \"%s\" violates check constraint \"%s\"",
+						RelationGetRelationName(rel), "streams_seq_check")));
+	values[STREAM_ATT_LAST_SEQ - 1] = Int64GetDatum(last_seq);
+
+	stream->stream_id = DatumGetInt32(values[0]);
+	stream->last_seq = last_seq;
+	stream->trimmed_seq = trimmed_seq;
+	stream->created_at = DatumGetTimestampTz(values[4]);
+	stream->has_last_appended_at = !nulls[5];
+	stream->last_appended_at = nulls[5] ? 0 : DatumGetTimestampTz(values[5]);
+}
+
+/*
  * UPDATE ledger.streams SET last_seq = last_seq + delta WHERE name = $1,
  * done in C: no executor start-up, no re-parsed CHECK constraint per call.
  * It behaves as the UPDATE does: a fresh snapshot (read committed) finds
- * the row, the row lock waits for a concurrent appender and then follows
- * its update to the latest version; under repeatable read and serializable
- * a concurrent update is a serialization failure.  The CHECK
- * streams_seq_check is tested here.  Sets *found = false when the stream
- * has no row; returns false (nothing done) when the table needs SPI.
+ * the row, and the update waits for a concurrent appender; if that one
+ * committed, the latest version is locked and updated (what EvalPlanQual
+ * does for an UPDATE); under repeatable read and serializable a concurrent
+ * update is a serialization failure.  The uncontended append thus writes
+ * the row once, with no lock record before it.  delta 0 (trim) locks the
+ * row only.  Sets *found = false when the stream has no row; returns false
+ * (nothing done) when the table needs SPI.
  */
 static bool
 stream_bump_direct(const char *name, int64 delta, LedgerStream *stream, bool *found)
@@ -171,18 +240,13 @@ stream_bump_direct(const char *name, int64 delta, LedgerStream *stream, bool *fo
 	SysScanDesc scan;
 	ScanKeyData key;
 	HeapTuple	tup;
-	ItemPointerData tid;
+	HeapTuple	visible = NULL;
 	TupleTableSlot *slot;
-	TupleTableSlot *newslot;
 	TM_FailureData tmfd;
 	TM_Result	res;
-	LockTupleMode lockmode;
 	CommandId	cid;
 	Datum		values[STREAM_NCOLUMNS];
 	bool		nulls[STREAM_NCOLUMNS];
-	int64		last_seq;
-	int64		trimmed_seq;
-	bool		update_indexes;
 
 	rel = table_open(relid, RowExclusiveLock);
 	if (!streams_direct_ok(rel))
@@ -202,9 +266,9 @@ stream_bump_direct(const char *name, int64 delta, LedgerStream *stream, bool *fo
 	scan = systable_beginscan(rel, indexid, true, snapshot, 1, &key);
 	tup = systable_getnext(scan);
 	if (tup != NULL)
-		tid = tup->t_self;
+		visible = heap_copytuple(tup);
 	systable_endscan(scan);
-	if (tup == NULL)
+	if (visible == NULL)
 	{
 		UnregisterSnapshot(snapshot);
 		table_close(rel, RowExclusiveLock);
@@ -212,8 +276,27 @@ stream_bump_direct(const char *name, int64 delta, LedgerStream *stream, bool *fo
 		return true;
 	}
 
+	if (delta != 0)
+	{
+		/* the common case: nobody updated the row since our snapshot */
+		heap_deform_tuple(visible, desc, values, nulls);
+		stream_row_advance(rel, values, nulls, delta, stream);
+		res = stream_row_update(rel, &visible->t_self, values, nulls, cid, snapshot, &tmfd);
+		if (res == TM_Ok)
+		{
+			heap_freetuple(visible);
+			UnregisterSnapshot(snapshot);
+			table_close(rel, NoLock);	/* held to commit, as an UPDATE's */
+			*found = true;
+			return true;
+		}
+		if (res != TM_Updated && res != TM_Deleted)
+			elog(ERROR, "ledger: could not update the row of stream \"%s\" (%d)", name, (int) res);
+		/* a concurrent appender committed: lock its version, below */
+	}
+
 	slot = table_slot_create(rel, NULL);
-	res = table_tuple_lock(rel, &tid, snapshot, slot, cid, LockTupleNoKeyExclusive,
+	res = table_tuple_lock(rel, &visible->t_self, snapshot, slot, cid, LockTupleNoKeyExclusive,
 						   LockWaitBlock,
 						   IsolationUsesXactSnapshot() ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
 						   &tmfd);
@@ -231,6 +314,7 @@ stream_bump_direct(const char *name, int64 delta, LedgerStream *stream, bool *fo
 			{
 				/* the row is gone: as an UPDATE that matches nothing */
 				ExecDropSingleTupleTableSlot(slot);
+				heap_freetuple(visible);
 				UnregisterSnapshot(snapshot);
 				table_close(rel, RowExclusiveLock);
 				*found = false;
@@ -246,55 +330,17 @@ stream_bump_direct(const char *name, int64 delta, LedgerStream *stream, bool *fo
 	slot_getallattrs(slot);
 	memcpy(values, slot->tts_values, sizeof(values));
 	memcpy(nulls, slot->tts_isnull, sizeof(nulls));
-	last_seq = DatumGetInt64(values[STREAM_ATT_LAST_SEQ - 1]) + delta;
-	trimmed_seq = DatumGetInt64(values[STREAM_ATT_TRIMMED_SEQ - 1]);
-	if (trimmed_seq < 0 || trimmed_seq > last_seq)
-		ereport(ERROR,
-				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("new row for relation \"%s\" violates check constraint \"%s\"",
-						RelationGetRelationName(rel), "streams_seq_check")));
-	values[STREAM_ATT_LAST_SEQ - 1] = Int64GetDatum(last_seq);
-
-	stream->stream_id = DatumGetInt32(values[0]);
-	stream->last_seq = last_seq;
-	stream->trimmed_seq = trimmed_seq;
-	stream->created_at = DatumGetTimestampTz(values[4]);
-	stream->has_last_appended_at = !nulls[5];
-	stream->last_appended_at = nulls[5] ? 0 : DatumGetTimestampTz(values[5]);
-
+	stream_row_advance(rel, values, nulls, delta, stream);
 	if (delta != 0)
 	{
-		HeapTuple	newtup;
-
-		newtup = heap_form_tuple(desc, values, nulls);
-		newslot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
-		ExecStoreHeapTuple(newtup, newslot, false);
-		res = ledger_table_tuple_update(rel, &slot->tts_tid, newslot, cid, snapshot,
-										&tmfd, &lockmode, &update_indexes);
+		/* locked by us: nobody can have updated it since */
+		res = stream_row_update(rel, &slot->tts_tid, values, nulls, cid, snapshot, &tmfd);
 		if (res != TM_Ok)
 			elog(ERROR, "ledger: could not update the row of stream \"%s\" (%d)", name, (int) res);
-		if (update_indexes)
-		{
-			/* not a HOT update: the indexes need the new version */
-			EState	   *estate = CreateExecutorState();
-			ResultRelInfo *rri = makeNode(ResultRelInfo);
-
-			InitResultRelInfo(rri, rel, 1, NULL, 0);
-			ExecOpenIndices(rri, false);
-			/*
-			 * update = false: true would only hint "unchanged key" to the
-			 * btree, and computing it needs a range table we do not have.
-			 */
-			list_free(ledger_insert_index_tuples(rri, newslot, estate, false));
-			ExecCloseIndices(rri);
-			FreeExecutorState(estate);
-		}
-		ExecDropSingleTupleTableSlot(newslot);
-		heap_freetuple(newtup);
 	}
-	/* delta 0 (trim): the row lock alone is what the caller wants */
 
 	ExecDropSingleTupleTableSlot(slot);
+	heap_freetuple(visible);
 	UnregisterSnapshot(snapshot);
 	table_close(rel, NoLock);	/* held to commit, as an UPDATE's */
 	*found = true;
