@@ -7,7 +7,8 @@
 #
 # One psql session per variant runs N prepared EXECUTEs, each its own
 # transaction (synchronous_commit = off, so no fsync wait), and reads its
-# backend's utime+stime from /proc.  W1: one append (~230-byte payload);
+# backend's utime+stime from /proc (the WAL each transaction writes, from
+# the insert LSN before and after, is exact).  W1: one append (~230-byte payload);
 # W3: one 100-entry call (jsonb and composite forms) vs one 100-row INSERT
 # (N/10 transactions).  ratio = plain CPU / ledger CPU (> 1: ledger is
 # cheaper).  Run as root or postgres, on the same host as the server.
@@ -20,20 +21,21 @@ PORT=${APPEND_CPU_PORT:-54398}
 bench_cluster_start "$BIN" "$PORT" append_cpu "synchronous_commit = off"
 TICK=$(getconf CLK_TCK)
 
-# cpu NAME PREPARE EXECUTE COUNT: CPU microseconds per transaction
+# cpu NAME PREPARE EXECUTE COUNT: "CPU-microseconds WAL-bytes" per transaction
 cpu() {
 	{
 		echo "$2"
+		echo "SELECT pg_current_wal_insert_lsn() AS wal0 \\gset"
 		echo "\\o /dev/null"
 		for ((i = 0; i < $4; i++)); do echo "$3"; done
 		echo "\\o"
 		# the backend reads its own utime + stime
-		echo "SELECT s[14]::bigint + s[15]::bigint FROM string_to_array(pg_read_file('/proc/self/stat'), ' ') s;"
+		echo "SELECT s[14]::bigint + s[15]::bigint, pg_wal_lsn_diff(pg_current_wal_insert_lsn(), :'wal0') FROM string_to_array(pg_read_file('/proc/self/stat'), ' ') s;"
 	} > "$WORK/$1.sql"
 	chmod 644 "$WORK/$1.sql"
-	local ticks
-	ticks=$(q -f "$WORK/$1.sql" | tail -1)
-	echo "scale=1; $ticks * 1000000 / $TICK / $4" | bc
+	local ticks wal
+	IFS='|' read -r ticks wal <<<"$(q -f "$WORK/$1.sql" | tail -1)"
+	echo "$(echo "scale=1; $ticks * 1000000 / $TICK / $4" | bc) $(echo "scale=1; $wal / $4" | bc)"
 }
 
 P="jsonb_build_object('type', 'order_placed', 'order_id', \$1::bigint, 'customer', 'customer-' || (\$1::bigint % 997), 'amount', (\$1::bigint % 100000) / 100.0, 'currency', 'EUR', 'sku', 'SKU-' || (\$1::bigint % 4999), 'qty', 1 + \$1::bigint % 7, 'note', 'benchmark payload padded to about two hundred bytes of json text')"
@@ -47,7 +49,13 @@ n3=$((N / 10))
 w3j=$(cpu w3_jsonb "PREPARE a AS SELECT count(*) FROM ledger.append_batch('w3j', $BATCH_J::jsonb);" "EXECUTE a;" "$n3")
 w3c=$(cpu w3_composite "PREPARE a AS SELECT count(*) FROM ledger.append_batch('w3c', $BATCH_C::ledger.append_input[]);" "EXECUTE a;" "$n3")
 w3p=$(cpu w3_plain "PREPARE a AS INSERT INTO bench.plain (stream, seq, payload) VALUES $BATCH_P;" "EXECUTE a;" "$n3")
-echo "workload,variant,cpu_us_per_txn,plain_cpu_us,ratio"
-echo "W1,ledger,$w1l,$w1p,$(echo "scale=3; $w1p / $w1l" | bc)"
-echo "W3,ledger_jsonb,$w3j,$w3p,$(echo "scale=3; $w3p / $w3j" | bc)"
-echo "W3,ledger_composite,$w3c,$w3p,$(echo "scale=3; $w3p / $w3c" | bc)"
+row() {	# row WORKLOAD VARIANT "LEDGER_CPU LEDGER_WAL" "PLAIN_CPU PLAIN_WAL"
+	local lc lw pc pw
+	read -r lc lw <<<"$3"
+	read -r pc pw <<<"$4"
+	echo "$1,$2,$lc,$pc,$(echo "scale=3; $pc / $lc" | bc),$lw,$pw"
+}
+echo "workload,variant,cpu_us_per_txn,plain_cpu_us,ratio,wal_bytes_per_txn,plain_wal_bytes"
+row W1 ledger "$w1l" "$w1p"
+row W3 ledger_jsonb "$w3j" "$w3p"
+row W3 ledger_composite "$w3c" "$w3p"
