@@ -9,9 +9,9 @@
  * prefix), so a page after a cursor costs the same in a stream of ten
  * entries and one of ten million, and whatever the size of other streams.
  * The executor hands rows straight to the result tuplestore (a
- * DestReceiver, no SPI tuple table), which spills to disk past work_mem.  Each combination of optional filters
- * gets its own plan, prepared on first use, so that the planner sees only
- * the predicates actually asked for.
+ * DestReceiver, no SPI tuple table), which spills to disk past work_mem.
+ * Each combination of optional filters gets its own plan, prepared on first
+ * use, so that the planner sees only the predicates actually asked for.
  *
  * Waiting (wait => interval): each attempt registers the backend as a
  * waiter before its query takes a snapshot, so no commit slips between the
@@ -188,7 +188,6 @@ typedef struct EntrySink
 	MemoryContext call_cxt;		/* lives as long as the call */
 	MemoryContext row_cxt;		/* upcasting scratch, reset per entry */
 	HTAB	   *streams;		/* name -> StreamUpcast */
-	int64		emitted;
 } EntrySink;
 
 static void
@@ -243,7 +242,6 @@ emit_entry(EntrySink *sink, Datum *row_values, bool *nulls)
 
 	su = stream_upcast(sink, DatumGetTextPP(row_values[ENTRY_ATT_STREAM]));
 	version = DatumGetInt32(row_values[ENTRY_ATT_VERSION]);
-	sink->emitted++;
 
 	/*
 	 * Upcast to the target; by default (no as_version) an entry stamped

@@ -218,6 +218,52 @@ stream_row_advance(Relation rel, Datum *values, bool *nulls, int64 delta, Ledger
 }
 
 /*
+ * Lock the latest version of the stream row whose version at tid the
+ * snapshot sees, waiting for a concurrent appender, and return it in
+ * values/nulls and *locked_tid.  Under repeatable read and serializable a
+ * concurrent update is a serialization failure.  False when the row is gone.
+ */
+static bool
+stream_row_lock_latest(Relation rel, ItemPointer tid, Snapshot snapshot, CommandId cid,
+					   const char *name, Datum *values, bool *nulls, ItemPointer locked_tid)
+{
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	TM_FailureData tmfd;
+	TM_Result	res;
+
+	res = table_tuple_lock(rel, tid, snapshot, slot, cid, LockTupleNoKeyExclusive,
+						   LockWaitBlock,
+						   IsolationUsesXactSnapshot() ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
+						   &tmfd);
+	switch (res)
+	{
+		case TM_Ok:
+			break;
+		case TM_Updated:
+		case TM_Deleted:
+			if (IsolationUsesXactSnapshot())
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not serialize access due to concurrent update")));
+			if (res == TM_Deleted)
+			{
+				ExecDropSingleTupleTableSlot(slot);
+				return false;
+			}
+			elog(ERROR, "ledger: unexpected concurrent update of stream \"%s\"", name);
+			break;
+		default:
+			elog(ERROR, "ledger: could not lock the row of stream \"%s\" (%d)", name, (int) res);
+	}
+	slot_getallattrs(slot);
+	memcpy(values, slot->tts_values, sizeof(Datum) * STREAM_NCOLUMNS);
+	memcpy(nulls, slot->tts_isnull, sizeof(bool) * STREAM_NCOLUMNS);
+	*locked_tid = slot->tts_tid;
+	ExecDropSingleTupleTableSlot(slot);
+	return true;
+}
+
+/*
  * UPDATE ledger.streams SET last_seq = last_seq + delta WHERE name = $1,
  * done in C: no executor start-up, no re-parsed CHECK constraint per call.
  * It behaves as the UPDATE does: a fresh snapshot (read committed) finds
@@ -235,18 +281,16 @@ stream_bump_direct(const char *name, int64 delta, LedgerStream *stream, bool *fo
 	Oid			relid = ledger_relid("streams");
 	Oid			indexid = ledger_relid("streams_name_key");
 	Relation	rel;
-	TupleDesc	desc;
 	Snapshot	snapshot;
 	SysScanDesc scan;
 	ScanKeyData key;
 	HeapTuple	tup;
 	HeapTuple	visible = NULL;
-	TupleTableSlot *slot;
 	TM_FailureData tmfd;
-	TM_Result	res;
 	CommandId	cid;
 	Datum		values[STREAM_NCOLUMNS];
 	bool		nulls[STREAM_NCOLUMNS];
+	bool		updated = false;
 
 	rel = table_open(relid, RowExclusiveLock);
 	if (!streams_direct_ok(rel))
@@ -254,7 +298,6 @@ stream_bump_direct(const char *name, int64 delta, LedgerStream *stream, bool *fo
 		table_close(rel, RowExclusiveLock);
 		return false;
 	}
-	desc = RelationGetDescr(rel);
 
 	/* as SPI does before each statement: see this transaction's changes */
 	CommandCounterIncrement();
@@ -268,82 +311,42 @@ stream_bump_direct(const char *name, int64 delta, LedgerStream *stream, bool *fo
 	if (tup != NULL)
 		visible = heap_copytuple(tup);
 	systable_endscan(scan);
-	if (visible == NULL)
-	{
-		UnregisterSnapshot(snapshot);
-		table_close(rel, RowExclusiveLock);
-		*found = false;
-		return true;
-	}
+	*found = (visible != NULL);
 
-	if (delta != 0)
+	if (*found && delta != 0)
 	{
 		/* the common case: nobody updated the row since our snapshot */
-		heap_deform_tuple(visible, desc, values, nulls);
+		TM_Result	res;
+
+		heap_deform_tuple(visible, RelationGetDescr(rel), values, nulls);
 		stream_row_advance(rel, values, nulls, delta, stream);
 		res = stream_row_update(rel, &visible->t_self, values, nulls, cid, snapshot, &tmfd);
-		if (res == TM_Ok)
+		if (res != TM_Ok && res != TM_Updated && res != TM_Deleted)
+			elog(ERROR, "ledger: could not update the row of stream \"%s\" (%d)", name, (int) res);
+		updated = (res == TM_Ok);
+	}
+	if (*found && !updated)
+	{
+		/* trim, or a concurrent appender committed first: lock its version */
+		ItemPointerData tid;
+
+		*found = stream_row_lock_latest(rel, &visible->t_self, snapshot, cid, name,
+										values, nulls, &tid);
+		if (*found)
 		{
-			heap_freetuple(visible);
-			UnregisterSnapshot(snapshot);
-			table_close(rel, NoLock);	/* held to commit, as an UPDATE's */
-			*found = true;
-			return true;
+			stream_row_advance(rel, values, nulls, delta, stream);
+			/* locked by us: nobody can have updated it since */
+			if (delta != 0 &&
+				stream_row_update(rel, &tid, values, nulls, cid, snapshot, &tmfd) != TM_Ok)
+				elog(ERROR, "ledger: could not update the row of stream \"%s\"", name);
 		}
-		if (res != TM_Updated && res != TM_Deleted)
-			elog(ERROR, "ledger: could not update the row of stream \"%s\" (%d)", name, (int) res);
-		/* a concurrent appender committed: lock its version, below */
 	}
 
-	slot = table_slot_create(rel, NULL);
-	res = table_tuple_lock(rel, &visible->t_self, snapshot, slot, cid, LockTupleNoKeyExclusive,
-						   LockWaitBlock,
-						   IsolationUsesXactSnapshot() ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
-						   &tmfd);
-	switch (res)
-	{
-		case TM_Ok:
-			break;
-		case TM_Updated:
-		case TM_Deleted:
-			if (IsolationUsesXactSnapshot())
-				ereport(ERROR,
-						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-						 errmsg("could not serialize access due to concurrent update")));
-			if (res == TM_Deleted)
-			{
-				/* the row is gone: as an UPDATE that matches nothing */
-				ExecDropSingleTupleTableSlot(slot);
-				heap_freetuple(visible);
-				UnregisterSnapshot(snapshot);
-				table_close(rel, RowExclusiveLock);
-				*found = false;
-				return true;
-			}
-			elog(ERROR, "ledger: unexpected concurrent update of stream \"%s\"", name);
-			break;
-		default:
-			elog(ERROR, "ledger: could not lock the row of stream \"%s\" (%d)", name, (int) res);
-	}
-
-	/* the locked, latest version */
-	slot_getallattrs(slot);
-	memcpy(values, slot->tts_values, sizeof(values));
-	memcpy(nulls, slot->tts_isnull, sizeof(nulls));
-	stream_row_advance(rel, values, nulls, delta, stream);
-	if (delta != 0)
-	{
-		/* locked by us: nobody can have updated it since */
-		res = stream_row_update(rel, &slot->tts_tid, values, nulls, cid, snapshot, &tmfd);
-		if (res != TM_Ok)
-			elog(ERROR, "ledger: could not update the row of stream \"%s\" (%d)", name, (int) res);
-	}
-
-	ExecDropSingleTupleTableSlot(slot);
-	heap_freetuple(visible);
+	if (visible != NULL)
+		heap_freetuple(visible);
 	UnregisterSnapshot(snapshot);
-	table_close(rel, NoLock);	/* held to commit, as an UPDATE's */
-	*found = true;
+	/* a row written or locked holds the table to commit, as an UPDATE's */
+	table_close(rel, *found ? NoLock : RowExclusiveLock);
 	return true;
 }
 
