@@ -371,6 +371,14 @@ workers_ok=1
 for pid in "${WORKER_PIDS[@]}"; do
 	wait "$pid" || workers_ok=0
 done
+# A fast workload can end before the killer's second round: keep killing
+# (consumers still reading the backlog) until each was killed twice.
+deadline=$((SECONDS + TIMEOUT))
+for c in $CONSUMERS; do
+	until [ "$(grep -cx "$c" "$WORK/kills" 2>/dev/null)" -ge 2 ] || [ $SECONDS -ge $deadline ]; do
+		sleep 0.1
+	done
+done
 touch "$WORK/workers_done"
 if [ "$workers_ok" = 1 ] && [ "$(progress)" -eq "$total_rounds" ]; then
 	ok "$WORKERS appenders ran $total_rounds transactions"
